@@ -1,0 +1,1 @@
+"""daskweak: weak- and strong-scaling benchmark for Dask clusters (local, Slurm, Kubernetes)."""

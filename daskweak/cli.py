@@ -1,0 +1,206 @@
+"""`daskweak run | plan | results`: the benchmark's whole line without Airflow.
+
+Exit codes: 0 success, 1 run failure, 2 bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from daskweak.errors import ConfigError, DaskweakError
+from daskweak.plan import Step, make_plan
+from daskweak.settings import Settings, load_settings
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(getattr(args, "env_file", None), **dict(getattr(args, "set", None) or []))
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return 2
+    _configure_logging(settings.verbose)
+    try:
+        return args.command(settings, args)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]", highlight=False)
+        return 2
+    except DaskweakError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+
+
+def _configure_logging(verbose: bool) -> None:
+    import distributed  # noqa: F401  (it configures its own loggers on import; adjust them afterwards)
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # distributed logs every worker start and P2P shuffle at INFO/WARNING; keep the progress bars readable.
+    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
+                        help="settings file (default: ./.env when present)")
+    common.add_argument("--set", metavar="KEY=VALUE", type=_key_value, action="append", default=argparse.SUPPRESS,
+                        help="override one setting (repeatable), e.g. --set MAX_N_CORES=4")
+    parser = argparse.ArgumentParser(prog="daskweak", description=__doc__, parents=[common],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = commands.add_parser("run", parents=[common], help="run the sweep and store every observation")
+    run.set_defaults(command=cmd_run)
+    plan = commands.add_parser("plan", parents=[common], help="print the steps without starting anything")
+    plan.set_defaults(command=cmd_plan)
+    results = commands.add_parser("results", parents=[common], help="list stored runs or export one")
+    results.set_defaults(command=cmd_results)
+    results.add_argument("run_id", nargs="?", help="export this run (default: list runs)")
+    results.add_argument("--format", choices=("csv", "parquet"), default="csv", help="raw rows format")
+    results.add_argument("--out", type=Path, help="directory for the export (default: RES_DIR)")
+    return parser
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
+    table = Table(title=f"{settings.scaling} scaling plan on {settings.backend}")
+    for column in ("step", "cores", "nodes", "layout", "workers", "threads/worker", "memory/node",
+                   "array (side, chunk)", "dataframe rows (partitions)", "tasks", "data size"):
+        table.add_column(column, justify="right")
+    for step in make_plan(settings):
+        table.add_row(
+            str(step.index), str(step.cores), str(step.nodes), "+".join(map(str, step.node_cores)),
+            str(step.workers), str(step.threads_per_worker), _bytes(step.memory_per_node),
+            f"{step.array_side}² ({step.array_chunk})", f"{step.dataframe_rows:,} ({step.dataframe_partitions})",
+            f"{step.tasks:,}", _data_size(settings, step),
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.export import export_run
+    from daskweak.runner import run_sweep
+    from daskweak.stats import efficiency
+    from daskweak.store import ResultStore
+
+    with _RichProgress() as progress:
+        result = run_sweep(settings, progress=progress)
+    store = ResultStore(settings.database_url)
+    try:
+        observations = store.observations(result.run_id)
+        if not observations.empty:
+            _print_efficiency(efficiency(observations, settings.scaling), settings.scaling)
+        files = export_run(store, result.run_id, settings.res_dir, settings.res_file_name)
+    finally:
+        store.close()
+    for summary in result.summaries:
+        if summary["status"] != "ok":
+            console.print(f"[yellow]step {summary['step']} ({summary['cores_requested']} cores): "
+                          f"{summary['status']}[/yellow] {summary['error'] or 'some operations failed'}")
+    console.print(f"run [bold]{result.run_id}[/bold]: {result.status}; results in {settings.database_url}")
+    for path in files:
+        console.print(f"  wrote {path}")
+    return 0 if result.status == "ok" else 1
+
+
+def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.export import export_run
+    from daskweak.store import ResultStore
+
+    store = ResultStore(settings.database_url)
+    try:
+        if args.run_id:
+            files = export_run(store, args.run_id, args.out or settings.res_dir, settings.res_file_name, args.format)
+            if not files:
+                raise DaskweakError(f"no observations for run {args.run_id!r} in {settings.database_url}")
+            for path in files:
+                console.print(f"wrote {path}")
+            return 0
+        runs = store.runs()
+    finally:
+        store.close()
+    table = Table(title=f"runs in {settings.database_url}")
+    for column in ("run", "started", "status", "backend", "scaling", "tls", "fingerprint"):
+        table.add_column(column)
+    for run in runs.itertuples():
+        table.add_row(run.run_id, f"{run.started_at:%Y-%m-%d %H:%M:%S}", run.status, run.backend, run.scaling,
+                      "on" if run.use_ssl else "off", run.fingerprint)
+    console.print(table)
+    return 0
+
+
+def _print_efficiency(table: Any, scaling: str) -> None:
+    cores = sorted(int(n) for n in table["cores_requested"].unique())
+    out = Table(title=f"median seconds (efficiency, {scaling} scaling)")
+    out.add_column("suite")
+    out.add_column("operation")
+    for n in cores:
+        out.add_column(f"{n} core{'s' * (n > 1)}", justify="right")
+    for (suite, operation), group in table.groupby(["suite", "operation"], sort=False):
+        cells = dict(zip(group["cores_requested"], zip(group["median"], group["efficiency"], strict=True),
+                         strict=True))
+        out.add_row(suite, operation, *(
+            f"{cells[n][0]:.3f} ({cells[n][1]:.0%})" if n in cells else "—" for n in cores
+        ))
+    console.print(out)
+
+
+class _RichProgress:
+    """One bar per step, advanced per suite observation."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=console, transient=False)
+        self.tasks: dict[int, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self.bars.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.__exit__(*exc)
+
+    def step_started(self, step: Step, observations: int) -> None:
+        self.tasks[step.index] = self.bars.add_task(f"{step.cores} core(s): starting", total=observations)
+
+    def observation_done(self, step: Step, suite: str, observation: int) -> None:
+        self.bars.update(self.tasks[step.index], advance=1,
+                         description=f"{step.cores} core(s): {suite} #{observation}")
+
+    def step_finished(self, step: Step, summary: dict[str, Any]) -> None:
+        self.bars.update(self.tasks[step.index], description=f"{step.cores} core(s): {summary['status']}")
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "auto"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{value} B"
+        value /= 1024
+    return str(value)
+
+
+def _data_size(settings: Settings, step: Step) -> str:
+    sizes = {"arrays": step.array_bytes, "dataframes": step.dataframe_bytes}
+    return " + ".join(f"{suite} {_bytes(sizes[suite])}" for suite in settings.suites if suite in sizes) or "—"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

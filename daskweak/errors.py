@@ -1,0 +1,38 @@
+"""The few failures daskweak reports on purpose; the CLI maps them to exit codes, Airflow shows their text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DaskweakError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad setting: which, what was given, and what would have been accepted."""
+
+    setting: str
+    given: object
+    accepted: str
+
+    def __str__(self) -> str:
+        return f"{self.setting}={self.given!r}: expected {self.accepted}"
+
+
+class ConfigError(DaskweakError):
+    """Every problem found in the settings, reported together before anything starts."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+class ScaleTimeout(DaskweakError):
+    """The cluster did not reach the planned workers within TIMEOUT."""
+
+
+class BackendUnavailable(DaskweakError):
+    """The selected backend cannot be used on this machine (library or service missing)."""

@@ -1,0 +1,235 @@
+"""Run a sweep, or one step of it: open the cluster, observe every suite, store the rows, summarise.
+
+`run_step` is the unit Airflow maps over; `run_sweep` is the same line for the CLI.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from distributed import Client
+from distributed.diagnostics import MemorySampler
+
+from daskweak import runinfo
+from daskweak.backends import get_backend
+from daskweak.backends.base import Deployment, open_cluster
+from daskweak.errors import DaskweakError
+from daskweak.plan import Step, make_plan
+from daskweak.settings import Settings
+from daskweak.store import ResultStore
+from daskweak.workloads import Operation, get_suite
+
+log = logging.getLogger(__name__)
+
+PROBLEM_SIZE = {
+    "arrays": lambda step: (step.array_side, step.array_bytes),
+    "dataframes": lambda step: (step.dataframe_rows, step.dataframe_bytes),
+    "tasks": lambda step: (step.tasks, 0),
+}
+
+
+class Progress(Protocol):
+    def step_started(self, step: Step, observations: int) -> None: ...
+    def observation_done(self, step: Step, suite: str, observation: int) -> None: ...
+    def step_finished(self, step: Step, summary: dict[str, Any]) -> None: ...
+
+
+class QuietProgress:
+    def step_started(self, step: Step, observations: int) -> None:
+        pass
+
+    def observation_done(self, step: Step, suite: str, observation: int) -> None:
+        pass
+
+    def step_finished(self, step: Step, summary: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class SweepResult:
+    run_id: str
+    status: str
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def start_run(settings: Settings, store: ResultStore, run_id: str) -> None:
+    """Record the run before its first step: configuration (no secrets), fingerprint, versions, host."""
+    store.start_run({
+        "run_id": run_id,
+        "started_at": now(),
+        "status": "running",
+        "backend": settings.backend,
+        "scaling": settings.scaling,
+        "use_ssl": settings.use_ssl,
+        "fingerprint": settings.fingerprint(),
+        "config": settings.public(),
+        "versions": runinfo.versions(),
+        "host": runinfo.host(),
+        "git_revision": runinfo.git_revision(),
+    })
+
+
+def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progress | None = None) -> SweepResult:
+    """Every step of the plan in order; a failed step is recorded and the sweep goes on."""
+    get_backend(settings.backend)  # an unusable backend fails the run before anything is recorded
+    run_id = run_id or new_run_id()
+    store = ResultStore(settings.database_url)
+    result = SweepResult(run_id=run_id, status="running")
+    try:
+        start_run(settings, store, run_id)
+        for step in make_plan(settings):
+            result.summaries.append(run_step(settings, step, run_id, store=store, progress=progress))
+        result.status = "ok" if all(s["status"] == "ok" for s in result.summaries) else "failed"
+    except BaseException:
+        result.status = "interrupted"
+        raise
+    finally:
+        store.finish_run(run_id, result.status, now())
+        store.close()
+    return result
+
+
+def run_step(
+    settings: Settings,
+    step: Step,
+    run_id: str,
+    *,
+    store: ResultStore | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Measure one step and replace its rows in the store; returns a compact JSON-able summary."""
+    progress = progress or QuietProgress()
+    owned = store is None
+    store = store or ResultStore(settings.database_url)
+    record: dict[str, Any] = {
+        "run_id": run_id, "step": step.index, "started_at": now(), "cores_requested": step.cores,
+        "workers_requested": step.workers, "nodes": step.nodes, "layout": list(step.node_cores),
+        "status": "running", "error": None,
+    }
+    rows: list[dict[str, Any]] = []
+    progress.step_started(step, (settings.warmup + settings.obs_per_iter) * len(settings.suites))
+    try:
+        with open_cluster(settings, step) as deployment:
+            record |= {
+                "cores_actual": deployment.cores, "workers_actual": deployment.workers,
+                "threads_per_worker": deployment.threads_per_worker,
+                "time_to_ready": deployment.time_to_ready, "details": deployment.details,
+            }
+            if deployment.cores != step.cores:
+                log.warning("step %d: planned %d cores, cluster has %d", step.index, step.cores, deployment.cores)
+            for suite in settings.suites:
+                for observation in range(settings.warmup + settings.obs_per_iter):
+                    rows += observe(deployment, settings, step, suite, observation, run_id)
+                    release(deployment.client, restart=settings.restart_between_obs)
+                    progress.observation_done(step, suite, observation)
+        record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
+    except DaskweakError as exc:
+        record |= {"status": "failed", "error": str(exc)}
+    except Exception as exc:
+        log.exception("step %d failed", step.index)
+        record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    except BaseException as exc:  # Ctrl-C, SIGTERM: keep what was measured, then stop
+        record |= {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"}
+        raise
+    finally:
+        record["finished_at"] = now()
+        store.write_step(record, rows)
+        if owned:
+            store.close()
+    summary = summarize(record, rows)
+    progress.step_finished(step, summary)
+    return summary
+
+
+def observe(
+    deployment: Deployment, settings: Settings, step: Step, suite: str, observation: int, run_id: str
+) -> list[dict[str, Any]]:
+    """Time each operation of one suite observation alone; a failing operation is recorded, not raised."""
+    client = deployment.client
+    sampler = MemorySampler()
+    label = f"{suite}-{observation}"
+    problem_size, nbytes = PROBLEM_SIZE[suite](step)
+    base = {
+        "run_id": run_id, "step": step.index, "backend": settings.backend, "scaling": settings.scaling,
+        "use_ssl": settings.use_ssl, "suite": suite, "cores_requested": step.cores,
+        "cores_actual": deployment.cores, "workers": deployment.workers,
+        "threads_per_worker": deployment.threads_per_worker, "nodes": step.nodes,
+        "problem_size": problem_size, "bytes": nbytes, "observation": observation,
+        "warmup": observation < settings.warmup,
+    }
+    rows = []
+    with sampler.sample(label, client=client, measure="process", interval=0.1):
+        for operation in get_suite(suite)(client, step, seed=observation):
+            rows.append(base | timed(operation))
+    peak = max(value for _, value in sampler.samples[label])
+    for row in rows:
+        row["peak_memory"] = peak
+    return rows
+
+
+def timed(operation: Operation) -> dict[str, Any]:
+    started, clock = now(), time.perf_counter()
+    status, error = "ok", None
+    try:
+        operation.run()
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+    duration = time.perf_counter() - clock
+    return {
+        "operation": operation.name, "started_at": started, "finished_at": now(), "duration": duration,
+        "size": operation.size, "unit": operation.unit,
+        "rate": operation.size / duration if status == "ok" and duration > 0 else None,
+        "rate_unit": f"{operation.unit}/s", "status": status, "error": error,
+    }
+
+
+def release(client: Client, *, restart: bool) -> None:
+    """Free cluster memory between observations.
+
+    Dropping the observation's futures lets the workers release its data; a full `client.restart()` also
+    resets worker state but costs seconds per observation (new worker processes, cold imports) and would
+    dominate short runs, so it is opt-in (RESTART_BETWEEN_OBS).
+    """
+    gc.collect()
+    if restart:
+        client.restart()
+    else:
+        client.run(gc.collect)
+
+
+def summarize(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What Airflow's XCom carries: medians per operation, never raw data."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(f"{row['suite']}.{row['operation']}", []).append(row)
+    operations: dict[str, dict[str, Any]] = {}
+    for key, group in groups.items():
+        ok = [r for r in group if r["status"] == "ok" and not r["warmup"]]
+        operations[key] = {
+            "median_s": statistics.median(r["duration"] for r in ok) if ok else None,
+            "rate": statistics.median(r["rate"] for r in ok) if ok else None,
+            "rate_unit": group[0]["rate_unit"],
+            "failed": sum(r["status"] != "ok" for r in group),
+        }
+    return {
+        "run_id": record["run_id"], "step": record["step"], "cores_requested": record["cores_requested"],
+        "cores_actual": record.get("cores_actual"), "workers": record.get("workers_actual"),
+        "time_to_ready": record.get("time_to_ready"), "status": record["status"], "error": record["error"],
+        "operations": operations,
+    }
+

@@ -1,0 +1,54 @@
+"""Task suite: the scheduler's own throughput, in tasks per second, on four graph shapes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from dask import delayed
+from distributed import Client, wait
+
+from daskweak.plan import Step
+from daskweak.workloads import Operation
+
+
+def add(*values: int) -> int:
+    return sum(values)
+
+
+def operations(client: Client, step: Step, seed: int) -> Iterator[Operation]:
+    count = step.tasks
+
+    def independent() -> None:
+        wait(client.map(add, range(count), pure=False))
+
+    def tree() -> int:
+        level = [delayed(add)(i) for i in range(count // 2)]
+        while len(level) > 1:
+            level = [delayed(add)(*level[i:i + 2]) for i in range(0, len(level), 2)]
+        return client.compute(level[0]).result()
+
+    width = max(step.cores, round(math.sqrt(count)))
+    depth = max(1, count // width)
+
+    def neighbours() -> None:
+        layer = [delayed(add)(i) for i in range(width)]
+        for _ in range(depth - 1):
+            layer = [delayed(add)(layer[i - 1], layer[i], layer[(i + 1) % width]) for i in range(width)]
+        wait(client.compute(layer))
+
+    length = max(1, count // step.cores)
+
+    def chains() -> None:
+        ends = []
+        for c in range(step.cores):
+            value = delayed(add)(c)
+            for _ in range(length - 1):
+                value = delayed(add)(value)
+            ends.append(value)
+        wait(client.compute(ends))
+
+    yield Operation("independent", "tasks", count, independent)
+    yield Operation("tree_reduction", "tasks", count // 2 * 2 - 1, tree)
+    yield Operation("nearest_neighbour", "tasks", width * depth, neighbours)
+    yield Operation("sequential_chain", "tasks", length * step.cores, chains)
