@@ -18,6 +18,7 @@ from rich.table import Table
 from daskweak.errors import ConfigError, DaskweakError
 from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings, load_settings
+from daskweak.signals import Terminated, interrupts_raise
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except DaskweakError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 1
+    except (KeyboardInterrupt, Terminated) as exc:
+        console.print(f"[yellow]interrupted[/yellow] ({str(exc) or 'Ctrl-C'}); clusters closed, finished steps kept")
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -99,7 +103,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.stats import efficiency
     from daskweak.store import ResultStore
 
-    with _RichProgress() as progress:
+    with interrupts_raise(), _RichProgress() as progress:
         result = run_sweep(settings, progress=progress)
     store = ResultStore(settings.database_url)
     try:

@@ -23,6 +23,7 @@ from daskweak.backends.base import Deployment, open_cluster
 from daskweak.errors import DaskweakError
 from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings
+from daskweak.signals import check_interrupted
 from daskweak.store import ResultStore
 from daskweak.workloads import Operation, get_suite
 
@@ -176,6 +177,7 @@ def observe(
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
             rows.append(base | timed(operation))
+            check_interrupted()
     peak = max(value for _, value in sampler.samples[label])
     for row in rows:
         row["peak_memory"] = peak

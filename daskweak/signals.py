@@ -1,4 +1,9 @@
-"""SIGTERM (Airflow killing a task, `kill`, a scheduler's preemption) must unwind like Ctrl-C so clusters close."""
+"""Ctrl-C and SIGTERM (Airflow killing a task, `kill`, preemption) must unwind so clusters close.
+
+An exception raised by a signal handler is lost when it lands inside a garbage-collector callback
+(distributed installs one), so the signal is also remembered and `check_interrupted` re-raises it at the
+next safe point: between two timed operations.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +12,36 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+_pending: list[BaseException] = []
+
 
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM; a BaseException so `except Exception` does not swallow it."""
 
 
+def _handler(signum: int, frame: object) -> None:
+    exc: BaseException = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(f"received signal {signum}")
+    _pending.append(exc)
+    raise exc
+
+
 @contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into `Terminated` while the block runs (only possible in the main thread)."""
+def interrupts_raise() -> Iterator[None]:
+    """While the block runs, SIGINT raises KeyboardInterrupt and SIGTERM raises Terminated (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated(f"received signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if not any(old is _handler for old in previous.values()):
+            _pending.clear()
+
+
+def check_interrupted() -> None:
+    """Raise a signal's exception that got swallowed before reaching the main code."""
+    if _pending:
+        raise _pending[0]

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,18 +57,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster from Debian's binaries, on loopback, removed afterwards."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         need("PostgreSQL server binaries (Debian package 'postgresql') are not installed")
     bindir = Path(found[-1]).parent
-    data = tmp_path_factory.mktemp("pg") / "data"
+    # Not under pytest's tmp dir: that is private to root, and PostgreSQL refuses to run as root.
+    home = Path(tempfile.mkdtemp(prefix="daskweak-pg-"))
+    data = home / "data"
     port = _free_port()
     as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+    if os.geteuid() == 0:
         as_user = ["runuser", "-u", "postgres", "--"]
-        data.parent.chmod(0o777)
+        shutil.chown(home, "postgres")
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
                    check=True, capture_output=True)
     subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"),
@@ -78,7 +81,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
                        capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:

@@ -157,3 +157,9 @@ def test_env_example_documents_every_setting():
 
 def test_dot_env_is_git_ignored():
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_readme_documents_every_setting():
+    text = (ROOT / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"| `{name.upper()}`" not in text]
+    assert missing == []

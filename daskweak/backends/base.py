@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from daskweak.backends import get_backend
 from daskweak.errors import ScaleTimeout
 from daskweak.plan import Step
 from daskweak.settings import Settings
-from daskweak.signals import sigterm_raises
+from daskweak.signals import interrupts_raise
 
 
 @dataclass
@@ -34,19 +34,21 @@ def open_cluster(settings: Settings, step: Step) -> Iterator[Deployment]:
     """Start the step's cluster, wait for all planned workers, and close it on success, error or SIGTERM."""
     backend = get_backend(settings.backend)
     with ExitStack() as stack:
-        stack.enter_context(sigterm_raises())
+        stack.enter_context(interrupts_raise())
         requested = time.perf_counter()
         cluster = stack.enter_context(backend.start(settings, step))
         client = stack.enter_context(Client(cluster, **backend.client_options(settings)))
-        try:
-            client.wait_for_workers(step.workers, timeout=settings.timeout)
-        except TimeoutError as exc:
-            present = len(client.scheduler_info()["workers"])
-            raise ScaleTimeout(
-                f"only {present} of {step.workers} workers within TIMEOUT={settings.timeout:g}s "
-                f"for {step.cores} cores"
-            ) from exc
+        remaining = settings.timeout - (time.perf_counter() - requested)
+        with suppress(TimeoutError):
+            client.wait_for_workers(step.workers, timeout=max(remaining, 0.001))
         ready = time.perf_counter() - requested
+        present = len(client.scheduler_info()["workers"])
+        if present < step.workers or ready > settings.timeout:
+            # TIMEOUT counts from the request, so slow cluster start-up counts against it too.
+            raise ScaleTimeout(
+                f"{present} of {step.workers} workers for {step.cores} cores after {ready:.1f}s "
+                f"(TIMEOUT={settings.timeout:g}s)"
+            )
         threads = [w["nthreads"] for w in client.scheduler_info()["workers"].values()]
         yield Deployment(
             client=client,

@@ -1,0 +1,153 @@
+"""What the harness itself costs on the default local sweep, and how faithful its array timings are.
+
+    .venv/bin/python benchmarks/harness_overhead.py [--set KEY=VALUE ...]
+
+Prints: wall time; time inside measured observations, in warm-ups and waiting for workers; the overhead
+1 − (measured + warm-up) / wall; the peak memory of the whole process tree; the driver's memory after each
+step; the fastest operation on one core and the largest share one operation takes of its suite; and the
+fidelity of the array suite: Dask's median time on one core over plain NumPy's for the same operation on
+the same amount of data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import psutil
+
+from daskweak.plan import Step
+from daskweak.runner import QuietProgress, run_sweep
+from daskweak.settings import Settings, load_settings
+from daskweak.stats import aggregate
+from daskweak.store import ResultStore
+from daskweak.workloads.arrays import smooth
+
+TARGETS = {"overhead": 0.10, "wall_s": 180.0, "peak_gib": 4.0, "fidelity": 1.5, "fastest_s": 0.1}
+
+
+class TreeMemory:
+    """Peak resident memory of this process and all its children (workers, nannies), sampled."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class DriverMemory(QuietProgress):
+    def __init__(self) -> None:
+        self.after_step: list[int] = []
+
+    def step_finished(self, step: Step, summary: dict[str, Any]) -> None:
+        self.after_step.append(psutil.Process().memory_info().rss)
+
+
+def numpy_equivalents(side: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """The array suite's operations in plain NumPy on one side×side array (one core, no Dask)."""
+    rows = np.sort(np.random.default_rng(0).choice(side, size=side // 2, replace=False))
+    return {
+        "blockwise": np.exp,
+        "random_access": lambda x: x[rows],
+        "std": np.std,
+        "std_axis": lambda x: np.std(x, axis=0),
+        "sin2_cos2": lambda x: np.sin(x) ** 2 + np.cos(x) ** 2,
+        "transpose_add": lambda x: x + x.T,
+        "rechunk": lambda x: np.ascontiguousarray(x.T),  # NumPy has one block: a layout change is a copy
+        "map_overlap": smooth,
+    }
+
+
+def numpy_times(side: int, repeats: int = 3) -> dict[str, float]:
+    start = time.perf_counter()
+    x = np.random.default_rng(0).random((side, side))
+    times = {"create": time.perf_counter() - start}
+    for name, fn in numpy_equivalents(side).items():
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(x)
+            samples.append(time.perf_counter() - start)
+        times[name] = statistics.median(samples)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(**({"res_dir": tmp} | overrides))
+        report(settings)
+
+
+def report(settings: Settings) -> None:
+    driver = DriverMemory()
+    start = time.perf_counter()
+    with TreeMemory() as tree:
+        result = run_sweep(settings, progress=driver)
+    wall = time.perf_counter() - start
+    store = ResultStore(settings.database_url)
+    rows, steps = store.observations(result.run_id), store.steps(result.run_id)
+    store.close()
+    measured = rows.loc[~rows["warmup"], "duration"].sum()
+    warmup = rows.loc[rows["warmup"], "duration"].sum()
+    waiting = steps["time_to_ready"].sum()
+    overhead = 1 - (measured + warmup) / wall
+
+    table = aggregate(rows)
+    one = table[table["cores_requested"] == 1]
+    fastest = one.loc[one["median"].idxmin()]
+    share = one.assign(share=one["median"] / one.groupby("suite")["median"].transform("sum"))
+    largest = share.loc[share["share"].idxmax()]
+
+    print(f"run {result.run_id}: {result.status}, steps {list(steps['cores_requested'])} cores")
+    print(f"wall time                    {wall:8.1f} s   (target ≤ {TARGETS['wall_s']:.0f} s)")
+    print(f"in measured observations     {measured:8.1f} s")
+    print(f"in warm-ups                  {warmup:8.1f} s")
+    print(f"waiting for workers          {waiting:8.1f} s")
+    print(f"harness overhead             {overhead:8.1%}   (target ≤ {TARGETS['overhead']:.0%})")
+    print(f"peak memory, process tree    {tree.peak / 2**30:8.2f} GiB (target ≤ {TARGETS['peak_gib']:.0f} GiB)")
+    growth = [f"{m / 2**20:.0f}" for m in driver.after_step]
+    print(f"driver RSS after each step   {', '.join(growth)} MiB")
+    print(f"fastest operation on 1 core  {fastest['median']:8.3f} s   ({fastest['suite']}.{fastest['operation']}; "
+          f"target ≥ {TARGETS['fastest_s']} s)")
+    print(f"largest share of a suite     {largest['share']:8.1%}   ({largest['suite']}.{largest['operation']})")
+
+    if "arrays" in settings.suites:
+        dask_one = one[one["suite"] == "arrays"].set_index("operation")["median"]
+        plain = numpy_times(settings.problem_size_array)
+        ratios = {op: dask_one[op] / plain[op] for op in plain if op in dask_one}
+        print("fidelity, arrays on 1 core (Dask / NumPy):")
+        for op, ratio in ratios.items():
+            print(f"  {op:<16} {dask_one[op]:7.3f} s / {plain[op]:7.3f} s = {ratio:5.2f}")
+        print(f"  median ratio     {statistics.median(ratios.values()):5.2f}   (target ≤ {TARGETS['fidelity']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The runner on a real LocalCluster: every suite, warm-ups, failures, time-outs, idempotence, clean-up."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+from distributed import Client
+
+from daskweak import runner
+from daskweak.plan import make_plan
+from daskweak.runner import run_step, run_sweep
+from daskweak.stats import aggregate, efficiency
+from daskweak.store import ResultStore
+from daskweak.workloads import Operation, get_suite
+
+OPERATIONS = {
+    "arrays": {"create", "blockwise", "random_access", "std", "std_axis", "sin2_cos2", "transpose_add",
+               "rechunk", "map_overlap"},
+    "dataframes": {"create", "map_partitions", "loc_random_access", "std", "series_std", "groupby_mean",
+                   "groupby_two_columns", "groupby_apply", "sort_values", "arithmetic", "set_index",
+                   "rolling_mean"},
+    "tasks": {"independent", "tree_reduction", "nearest_neighbour", "sequential_chain"},
+}
+UNITS = {"arrays": {"bytes"}, "dataframes": {"rows", "bytes"}, "tasks": {"tasks"}}
+
+
+def no_dask_children() -> list[psutil.Process]:
+    """Worker and nanny processes still alive (multiprocessing's resource tracker lives on by design)."""
+    return [p for p in psutil.Process().children(recursive=True)
+            if p.is_running() and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    from daskweak.settings import load_settings
+    from tests.conftest import SMALL
+
+    settings = load_settings(**SMALL, max_n_cores=2, res_dir=str(tmp_path_factory.mktemp("sweep")))
+    result = run_sweep(settings)
+    store = ResultStore(settings.database_url)
+    yield settings, result, store.observations(result.run_id), store.steps(result.run_id), store.runs()
+    store.close()
+
+
+def test_sweep_measures_every_step_and_closes_its_clusters(sweep):
+    settings, result, _, steps, runs = sweep
+    assert result.status == "ok"
+    assert list(steps["cores_requested"]) == [1, 2]
+    assert list(steps["cores_actual"]) == [1, 2]
+    assert list(steps["workers_actual"]) == [1, 2]
+    assert (steps["time_to_ready"] > 0).all()
+    assert list(steps["status"]) == ["ok", "ok"]
+    run = runs.set_index("run_id").loc[result.run_id]
+    assert run["status"] == "ok" and run["fingerprint"] == settings.fingerprint()
+    assert run["versions"]["distributed"] and run["versions"]["dask"]
+    assert no_dask_children() == []
+
+
+@pytest.mark.parametrize("suite", ["arrays", "dataframes", "tasks"])
+def test_each_suite_runs_on_one_and_two_workers_with_sane_rates(sweep, suite):
+    settings, _, rows, _, _ = sweep
+    rows = rows[rows["suite"] == suite]
+    per_obs = settings.warmup + settings.obs_per_iter
+    for cores in (1, 2):
+        at = rows[rows["cores_requested"] == cores]
+        assert set(at["operation"]) == OPERATIONS[suite]
+        assert len(at) == len(OPERATIONS[suite]) * per_obs
+        assert (at["status"] == "ok").all(), at[at["status"] != "ok"][["operation", "error"]]
+        assert (at["cores_actual"] == cores).all() and (at["workers"] == cores).all()
+        assert (at["duration"] > 0).all() and (at["rate"] > 0).all()
+        assert (at["rate"] == at["size"] / at["duration"]).all()
+        assert set(at["unit"]) <= UNITS[suite]
+        assert (at["rate_unit"] == at["unit"] + "/s").all()
+        assert (at["peak_memory"] > 0).all()
+    # weak scaling: the problem doubles with the cores
+    sizes = rows.groupby("cores_requested")["size"].sum()
+    assert sizes[2] > 1.5 * sizes[1]
+
+
+def test_warmups_are_recorded_but_left_out_of_statistics(sweep):
+    settings, _, rows, _, _ = sweep
+    assert rows["warmup"].sum() == len(rows) * settings.warmup // (settings.warmup + settings.obs_per_iter)
+    table = aggregate(rows)
+    assert (table["count"] == settings.obs_per_iter).all()
+    measured = rows[~rows["warmup"]]
+    one = measured[(measured["operation"] == "std") & (measured["suite"] == "arrays")
+                   & (measured["cores_requested"] == 1)]
+    row = table[(table["operation"] == "std") & (table["suite"] == "arrays") & (table["cores_requested"] == 1)]
+    assert row["median"].item() == pytest.approx(one["duration"].median())
+    eff = efficiency(rows, "weak")
+    assert (eff[eff["cores_requested"] == 1]["efficiency"] == 1).all()
+
+
+def test_a_failing_operation_is_recorded_and_the_sweep_goes_on(small, monkeypatch):
+    def divide(a: int, b: int) -> float:
+        return a / b
+
+    def with_failure(name: str):
+        real = get_suite(name)
+
+        def operations(client: Client, step, seed: int):
+            ops = list(real(client, step, seed))
+            # a real task that raises on a real worker, between two real operations
+            failing = Operation("divide_by_zero", "tasks", 1, lambda: client.submit(divide, 1, 0).result())
+            return iter([ops[0], failing, *ops[1:]])
+
+        return operations
+
+    monkeypatch.setattr(runner, "get_suite", with_failure)
+    settings = small(max_n_cores=2, suites="tasks", obs_per_iter=1, warmup=0)
+    result = run_sweep(settings)
+    store = ResultStore(settings.database_url)
+    rows, steps = store.observations(result.run_id), store.steps(result.run_id)
+    failed = rows[rows["status"] == "failed"]
+    assert set(failed["operation"]) == {"divide_by_zero"}
+    assert failed["error"].str.contains("ZeroDivisionError").all()
+    assert failed["rate"].isna().all()
+    assert (rows[rows["operation"] != "divide_by_zero"]["status"] == "ok").all()
+    assert list(steps["status"]) == ["partial", "partial"]
+    assert result.status == "failed"
+
+
+def test_a_step_that_cannot_reach_its_cores_in_time_is_recorded_as_failed(small):
+    settings = small(max_n_cores=2, timeout=0.001)
+    result = run_sweep(settings)
+    store = ResultStore(settings.database_url)
+    steps = store.steps(result.run_id)
+    assert list(steps["status"]) == ["failed", "failed"]  # the sweep went on to the second step
+    assert steps["error"].str.contains("TIMEOUT=0.001").all()
+    assert store.observations(result.run_id).empty
+    assert [s["status"] for s in result.summaries] == ["failed", "failed"]
+    assert result.status == "failed"
+    assert store.runs().set_index("run_id").loc[result.run_id, "status"] == "failed"
+    assert no_dask_children() == []
+
+
+def test_running_a_step_again_replaces_its_rows(small):
+    settings = small(max_n_cores=1, suites="tasks", obs_per_iter=1)
+    [step] = make_plan(settings)
+    store = ResultStore(settings.database_url)
+    first = run_step(settings, step, "rerun", store=store)
+    count = len(store.observations("rerun"))
+    second = run_step(settings, step, "rerun", store=store)
+    assert len(store.observations("rerun")) == count == 2 * len(OPERATIONS["tasks"])
+    assert len(store.steps("rerun")) == 1
+    assert first["status"] == second["status"] == "ok"
+
+
+def test_step_summary_is_compact_json(small):
+    import json
+
+    settings = small(max_n_cores=1, suites="tasks", obs_per_iter=2)
+    [step] = make_plan(settings)
+    summary = run_step(settings, step, "summary")
+    text = json.dumps(summary)
+    assert len(text) < 4000
+    assert summary["cores_requested"] == summary["cores_actual"] == 1
+    assert summary["time_to_ready"] > 0
+    independent = summary["operations"]["tasks.independent"]
+    assert independent["median_s"] > 0 and independent["rate_unit"] == "tasks/s" and independent["failed"] == 0
