@@ -158,3 +158,16 @@ def test_step_summary_is_compact_json(small):
     assert summary["time_to_ready"] > 0
     independent = summary["operations"]["tasks.independent"]
     assert independent["median_s"] > 0 and independent["rate_unit"] == "tasks/s" and independent["failed"] == 0
+
+
+@pytest.mark.parametrize(("per_node", "workers", "threads"), [(1, [1, 1, 1], 3), (2, [2, 1], 3)])
+def test_threads_mode_reproduces_the_node_layout(small, per_node, workers, threads):
+    from daskweak.backends.base import open_cluster
+
+    settings = small(worker_mode="threads", max_n_cores=3, step_by=3, cores_per_node=per_node)
+    step = make_plan(settings)[-1]
+    assert step.cores == 3
+    with open_cluster(settings, step) as deployment:
+        info = deployment.client.scheduler_info()["workers"].values()
+        assert sorted((w["nthreads"] for w in info), reverse=True) == workers
+        assert deployment.cores == threads and deployment.workers == len(workers)

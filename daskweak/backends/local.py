@@ -6,9 +6,11 @@ import logging
 from typing import Any
 
 from distributed import LocalCluster
+from distributed.security import Security
 
 from daskweak.plan import Step
 from daskweak.settings import Settings
+from daskweak.tls import security
 
 
 def worker_specs(template: dict[str, Any], step: Step, processes: bool) -> dict[str, dict[str, Any]]:
@@ -25,25 +27,34 @@ def worker_specs(template: dict[str, Any], step: Step, processes: bool) -> dict[
 
 
 def start(settings: Settings, step: Step) -> LocalCluster:
-    """Worker processes are real OS processes (one per core by default) so the GIL does not serialise pandas."""
-    processes = settings.worker_mode == "processes"
+    """Every worker is its own OS process, like a node's; WORKER_MODE only decides its threads.
+
+    In-process (threaded) workers would share the GIL with the scheduler and the client and measure them.
+    """
+    tls = _security(settings)
     cluster = LocalCluster(
         n_workers=0,
         threads_per_worker=1,
-        processes=processes,
+        processes=True,
         host=None if settings.net_interface else "127.0.0.1",
         interface=settings.net_interface,
         dashboard_address=":0",
         silence_logs=logging.INFO if settings.verbose else logging.ERROR,
+        security=tls,
+        protocol="tls://" if tls else None,
     )
-    specs = worker_specs(cluster.new_spec, step, processes)
+    specs = worker_specs(cluster.new_spec, step, processes=settings.worker_mode == "processes")
     cluster.worker_spec.update(specs)
     cluster.scale(len(specs))
     return cluster
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    return {}
+    return {"security": _security(settings)} if settings.use_ssl else {}
+
+
+def _security(settings: Settings) -> Security | None:
+    return security(settings.cert_dir) if settings.use_ssl and settings.cert_dir else None
 
 
 def describe(cluster: LocalCluster) -> dict[str, Any]:

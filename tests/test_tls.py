@@ -1,0 +1,57 @@
+"""USE_SSL on the local backend: generated CA and certificates, private keys 0600, plaintext refused."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from cryptography import x509
+from distributed import Client
+
+from daskweak.backends.base import open_cluster
+from daskweak.plan import make_plan
+from daskweak.runner import run_sweep
+from daskweak.store import ResultStore
+from daskweak.tls import ensure_certificates
+
+
+def test_certificates_are_signed_by_the_ca_and_keys_are_private(tmp_path):
+    paths = ensure_certificates(tmp_path / "certs")
+    ca = x509.load_pem_x509_certificate(paths["ca"][0].read_bytes())
+    for role in ("scheduler", "worker", "client"):
+        cert_path, key_path = paths[role]
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cert.verify_directly_issued_by(ca)
+        assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths["ca"][1].stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "certs").stat().st_mode) == 0o700
+
+
+def test_existing_certificates_are_reused_and_a_loose_key_mode_is_repaired(tmp_path):
+    first = ensure_certificates(tmp_path)
+    before = first["worker"][0].read_bytes()
+    first["worker"][1].chmod(0o644)
+    first["ca"][1].chmod(0o644)
+    again = ensure_certificates(tmp_path)
+    assert again["worker"][0].read_bytes() == before
+    assert stat.S_IMODE(again["worker"][1].stat().st_mode) == 0o600
+    assert stat.S_IMODE(again["ca"][1].stat().st_mode) == 0o600
+
+
+def test_tls_cluster_measures_and_refuses_plaintext_clients(small, tmp_path):
+    settings = small(use_ssl=True, cert_dir=str(tmp_path / "certs"), max_n_cores=1, suites="tasks",
+                     obs_per_iter=1)
+    [step] = make_plan(settings)
+    with open_cluster(settings, step) as deployment:
+        address = deployment.client.scheduler.address
+        assert address.startswith("tls://")
+        assert deployment.client.submit(sum, [1, 2]).result() == 3
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=3)
+        with pytest.raises((OSError, TimeoutError, TypeError, ValueError)):
+            Client(address, timeout=3)  # TLS address, but no certificates: refused
+    result = run_sweep(settings)
+    store = ResultStore(settings.database_url)
+    rows = store.observations(result.run_id)
+    assert result.status == "ok" and rows["use_ssl"].all()
+    assert store.runs().set_index("run_id").loc[result.run_id, "use_ssl"]
