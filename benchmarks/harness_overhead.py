@@ -96,6 +96,15 @@ def numpy_times(side: int, repeats: int = 3) -> dict[str, float]:
     return times
 
 
+def driver_growth(res_dir: str) -> list[int]:
+    """The driver's RSS after each of six small steps: what it keeps between steps, apart from the data."""
+    settings = load_settings(res_dir=res_dir, max_n_cores=6, problem_size_array=1000,
+                             problem_size_dataframes=100_000, problem_size_tasks=20, obs_per_iter=2)
+    driver = DriverMemory()
+    run_sweep(settings, progress=driver)
+    return driver.after_step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -104,6 +113,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(**({"res_dir": tmp} | overrides))
         report(settings)
+        after = driver_growth(tmp)
+        print(f"driver RSS after 6 small steps  {', '.join(f'{m / 2**20:.0f}' for m in after)} MiB "
+              f"(growth from step 2 to 6: {(after[-1] - after[1]) / 2**20:+.0f} MiB)")
 
 
 def report(settings: Settings) -> None:

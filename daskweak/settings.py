@@ -80,10 +80,10 @@ class Settings(BaseSettings):
     timeout: float = _setting(120.0, "a number of seconds > 0", "Wait this long for the workers.", gt=0)
     poll_interval: float = _setting(1.0, "a number of seconds > 0", "How often a backend polls its API.", gt=0)
     problem_size_array: int = _setting(
-        7000, "an integer ≥ 16", "Side of the 1-core array; weak scaling grows it by √cores.", ge=16
+        7500, "an integer ≥ 16", "Side of the 1-core array; weak scaling grows it by √cores.", ge=16
     )
     problem_size_dataframes: int = _setting(
-        3_000_000, "an integer ≥ 1000", "Rows of the 1-core dataframe; weak scaling grows it by cores.", ge=1000
+        6_000_000, "an integer ≥ 1000", "Rows of the 1-core dataframe; weak scaling grows it by cores.", ge=1000
     )
 
     # --- daskweak's additions ---
