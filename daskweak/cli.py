@@ -6,7 +6,6 @@ Exit codes: 0 success, 1 run failure, 2 bad configuration.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from daskweak.errors import ConfigError, DaskweakError
+from daskweak.logs import configure_logging
 from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings, load_settings
 from daskweak.signals import Terminated, interrupts_raise
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return 2
-    _configure_logging(settings.verbose)
+    configure_logging(settings.verbose)
     try:
         return args.command(settings, args)
     except ConfigError as exc:
@@ -42,15 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         console.print(f"[yellow]interrupted[/yellow] ({str(exc) or 'Ctrl-C'}); clusters closed, finished steps kept")
         return 143 if isinstance(exc, Terminated) else 130
-
-
-def _configure_logging(verbose: bool) -> None:
-    import distributed  # noqa: F401  (it configures its own loggers on import; adjust them afterwards)
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # distributed logs every worker start and P2P shuffle at INFO/WARNING; keep the progress bars readable.
-    logging.getLogger("distributed").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +93,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.runner import run_sweep
     from daskweak.stats import efficiency
     from daskweak.store import ResultStore
+    from daskweak.tables import efficiency_table
 
     with interrupts_raise(), _RichProgress() as progress:
         result = run_sweep(settings, progress=progress)
@@ -109,7 +101,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         observations = store.observations(result.run_id)
         if not observations.empty:
-            _print_efficiency(efficiency(observations, settings.scaling), settings.scaling)
+            console.print(efficiency_table(efficiency(observations, settings.scaling), settings.scaling))
         files = export_run(store, result.run_id, settings.res_dir, settings.res_file_name)
     finally:
         store.close()
@@ -147,22 +139,6 @@ def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
                       "on" if run.use_ssl else "off", run.fingerprint)
     console.print(table)
     return 0
-
-
-def _print_efficiency(table: Any, scaling: str) -> None:
-    cores = sorted(int(n) for n in table["cores_requested"].unique())
-    out = Table(title=f"median seconds (efficiency, {scaling} scaling)")
-    out.add_column("suite")
-    out.add_column("operation")
-    for n in cores:
-        out.add_column(f"{n} core{'s' * (n > 1)}", justify="right")
-    for (suite, operation), group in table.groupby(["suite", "operation"], sort=False):
-        cells = dict(zip(group["cores_requested"], zip(group["median"], group["efficiency"], strict=True),
-                         strict=True))
-        out.add_row(suite, operation, *(
-            f"{cells[n][0]:.3f} ({cells[n][1]:.0%})" if n in cells else "—" for n in cores
-        ))
-    console.print(out)
 
 
 class _RichProgress:

@@ -111,6 +111,21 @@ class Settings(BaseSettings):
         False, "True or False", "client.restart() between observations (slow; default only releases memory)."
     )
 
+
+    # --- orchestration (Airflow) ---
+    nightly_schedule: str = _setting(
+        "0 2 * * *", "a cron expression with five fields", "Schedule of the nightly DAG.",
+        pattern=r"^\S+(\s+\S+){4}$",
+    )
+    results_conn_id: str | None = _setting(
+        None, "an Airflow Connection id", "Under Airflow, take the results database from this Connection."
+    )
+    step_concurrency: int = _setting(
+        1, "an integer ≥ 1", "Steps Airflow may run at once (1: steps on shared hardware do not distort each other).",
+        ge=1,
+    )
+    step_retries: int = _setting(1, "an integer ≥ 0", "Airflow retries of a failed step.", ge=0)
+
     @field_validator("suites", mode="before")
     @classmethod
     def _split_suites(cls, value: Any) -> Any:
@@ -125,7 +140,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "kube_namespace", "container_image", "scheduler_host", "secret_cert_name", "mem_per_node",
-        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source",
+        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source", "results_conn_id",
         "cores_per_node", "backend", "kube", mode="before",
     )
     @classmethod

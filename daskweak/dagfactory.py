@@ -1,0 +1,107 @@
+"""The two DAGs, built by one factory. Airflow is imported only when a DAG is built (by `dags/`).
+
+    validate → plan → run_step.expand(step=…) → collect → finish
+
+Every task body is a function of `daskweak.orchestration`; this module only wires them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from daskweak import orchestration as orch
+from daskweak.settings import ALL_SUITES
+
+
+def build_dag(dag_id: str, *, nightly: bool) -> Any:
+    from airflow.sdk import DAG, BaseHook, Param, get_current_context, task
+    from airflow.sdk.exceptions import AirflowFailException
+
+    settings = orch.parse_time_settings()
+    defaults = orch.param_defaults(settings)
+
+    def resolve() -> tuple[str | None, dict[str, Any]]:
+        """(settings file, overrides) for this run; the results URL may come from an Airflow Connection."""
+        params = get_current_context()["params"]
+        url = None
+        conn_id = settings.results_conn_id
+        if conn_id:
+            url = orch.connection_url(BaseHook.get_connection(conn_id))
+        return orch.request(params, url)
+
+    params = {} if nightly else {
+        "backend": Param(defaults["backend"], type="string", enum=["local", "slurm", "kubernetes"],
+                         description="Where the Dask cluster runs."),
+        "max_cores": Param(defaults["max_cores"], type="integer", minimum=1, description="MAX_N_CORES"),
+        "step_by": Param(defaults["step_by"], type="integer", minimum=1, description="STEP_BY"),
+        "cores_per_node": Param(defaults["cores_per_node"], type=["null", "integer"], minimum=1,
+                                description="CORES_PER_NODE (empty: one node)"),
+        "obs_per_iter": Param(defaults["obs_per_iter"], type="integer", minimum=1, description="OBS_PER_ITER"),
+        "suites": Param(list(defaults["suites"]), type="array", minItems=1, uniqueItems=True,
+                        items={"type": "string", "enum": list(ALL_SUITES)}, description="SUITES"),
+        "scaling": Param(defaults["scaling"], type="string", enum=["weak", "strong"], description="SCALING"),
+        "problem_size_array": Param(defaults["problem_size_array"], type="integer", minimum=16),
+        "problem_size_dataframes": Param(defaults["problem_size_dataframes"], type="integer", minimum=1000),
+        "problem_size_tasks": Param(defaults["problem_size_tasks"], type="integer", minimum=10),
+        "use_ssl": Param(defaults["use_ssl"], type="boolean", description="USE_SSL"),
+        "settings_file": Param(None, type=["null", "string"], description="A .env file on the workers"),
+    }
+
+    with DAG(
+        dag_id,
+        schedule=settings.nightly_schedule if nightly else None,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        params=params,
+        tags=["daskweak", "benchmark"],
+        doc_md=__doc__,
+        default_args={"retries": 0},
+    ) as dag:
+
+        @task(multiple_outputs=False)
+        def validate() -> dict[str, Any]:
+            try:
+                return orch.validate(*resolve())
+            except orch.ConfigError as exc:
+                raise AirflowFailException(str(exc)) from None  # retrying cannot fix a setting
+
+        @task(multiple_outputs=False)
+        def plan(_validated: dict[str, Any]) -> list[dict[str, Any]]:
+            return orch.plan(*resolve(), get_current_context()["run_id"])
+
+        @task(
+            multiple_outputs=False,
+            map_index_template="cores={{ cores }}",
+            max_active_tis_per_dag=settings.step_concurrency,
+            retries=settings.step_retries,
+            retry_delay=timedelta(seconds=10),
+        )
+        def run_step(step: dict[str, Any]) -> dict[str, Any]:
+            from daskweak.isolated import run_step_isolated
+
+            context = get_current_context()
+            context["cores"] = step["cores"]  # type: ignore[typeddict-unknown-key]
+            env_file, overrides = resolve()
+            summary = run_step_isolated({"env_file": env_file, "overrides": overrides, "step": step,
+                                         "run_id": context["run_id"]})
+            if summary["status"] != "ok":
+                raise RuntimeError(f"step with {step['cores']} cores: {summary['status']}: {summary['error']}")
+            return summary
+
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def collect(summaries: list[dict[str, Any] | None], steps: list[dict[str, Any]]) -> dict[str, Any]:
+            # index up to the known length: iterating probes one offset past the end (a logged 404)
+            return orch.collect([summaries[i] for i in range(len(summaries))], steps)
+
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def finish(collected: dict[str, Any]) -> str:
+            text = orch.finish(*resolve(), get_current_context()["run_id"], collected)
+            print(text)
+            return text
+
+        steps = plan(validate())
+        finish(collect(run_step.expand(step=steps), steps))
+
+    return dag

@@ -1,0 +1,151 @@
+"""The bodies of the Airflow tasks, free of Airflow: validate → plan → run steps → collect → finish.
+
+Settings travel between tasks as (settings file, overrides from the params), never as resolved values, so
+no secret (a database password) lands in XCom; each task resolves them again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from daskweak.errors import ConfigError, DaskweakError
+from daskweak.plan import make_plan
+from daskweak.settings import Settings, load_settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# DAG param name → setting
+PARAMS = {
+    "backend": "backend", "max_cores": "max_n_cores", "step_by": "step_by", "cores_per_node": "cores_per_node",
+    "obs_per_iter": "obs_per_iter", "suites": "suites", "scaling": "scaling",
+    "problem_size_array": "problem_size_array", "problem_size_dataframes": "problem_size_dataframes",
+    "problem_size_tasks": "problem_size_tasks", "use_ssl": "use_ssl",
+}
+
+
+class StepsFailed(DaskweakError):
+    """Some steps of the run did not finish cleanly; their rows (if any) are kept."""
+
+
+def default_env_file() -> str | None:
+    """DASKWEAK_ENV_FILE, else the project's `.env` when present."""
+    explicit = os.environ.get("DASKWEAK_ENV_FILE")
+    if explicit:
+        return explicit
+    candidate = PROJECT / ".env"
+    return str(candidate) if candidate.is_file() else None
+
+
+def request(params: dict[str, Any], results_url: str | None = None) -> tuple[str | None, dict[str, Any]]:
+    """(settings file, overrides) from a DAG run's params; `results_url` comes from an Airflow Connection."""
+    env_file = params.get("settings_file") or default_env_file()
+    overrides = {PARAMS[k]: v for k, v in params.items() if k in PARAMS and v is not None}
+    if results_url:
+        overrides["results_url"] = results_url
+    # A task's working directory is Airflow's choice: anchor relative paths at the settings file's
+    # directory (or the project) so every task, and the user, find the same results.
+    base = Path(env_file).resolve().parent if env_file else PROJECT
+    try:
+        settings = load_settings(env_file, **overrides)
+    except ConfigError:
+        return env_file, overrides  # the validate task reports it
+    for key in ("res_dir", "out_dir", "cert_dir"):
+        path = getattr(settings, key)
+        if path is not None and not path.is_absolute():
+            overrides[key] = str(base / path)
+    return env_file, overrides
+
+
+def connection_url(connection: Any) -> str:
+    """An SQLAlchemy URL from an Airflow Connection (its `postgres` scheme means psycopg here)."""
+    uri = connection.get_uri()
+    for scheme in ("postgres://", "postgresql://"):
+        if uri.startswith(scheme):
+            return "postgresql+psycopg://" + uri.removeprefix(scheme)
+    return uri
+
+
+def parse_time_settings() -> Settings:
+    """Settings for building the DAGs (param defaults, schedule); a broken `.env` must not break parsing —
+    the validate task reports it instead."""
+    try:
+        return load_settings(default_env_file())
+    except ConfigError:
+        return Settings.model_construct(**{name: f.default for name, f in Settings.model_fields.items()},
+                                        backend="local")
+
+
+def param_defaults(settings: Settings) -> dict[str, Any]:
+    return {param: getattr(settings, key) for param, key in PARAMS.items()}
+
+
+def validate(env_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Raises ConfigError with every problem; returns the public (secret-free) settings for the log."""
+    settings = load_settings(env_file, **overrides)
+    from daskweak.backends import get_backend
+
+    get_backend(settings.backend)
+    return settings.public()
+
+
+def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """Record the run and return one JSON-able step per mapped task."""
+    from daskweak.runner import start_run
+    from daskweak.store import ResultStore
+
+    settings = load_settings(env_file, **overrides)
+    store = ResultStore(settings.database_url)
+    try:
+        start_run(settings, store, run_id)
+    finally:
+        store.close()
+    return [step.as_dict() for step in make_plan(settings)]
+
+
+def collect(summaries: list[dict[str, Any] | None], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Reduce the steps' XCom summaries: median time per operation and core count, and what failed."""
+    done = [s for s in summaries if s]
+    finished = {s["cores_requested"] for s in done if s["status"] == "ok"}
+    medians: dict[str, dict[str, float | None]] = {}
+    for summary in done:
+        for name, op in summary["operations"].items():
+            medians.setdefault(name, {})[str(summary["cores_requested"])] = op["median_s"]
+    return {
+        "steps": len(steps),
+        "ok": sorted(finished),
+        "failed": sorted({s["cores"] for s in steps} - finished),
+        "time_to_ready": {str(s["cores_requested"]): s["time_to_ready"] for s in done},
+        "median_s": medians,
+    }
+
+
+def finish(env_file: str | None, overrides: dict[str, Any], run_id: str, collected: dict[str, Any]) -> str:
+    """Close the run record, write the CSV exports, and return the table for the task log.
+
+    Raises StepsFailed after writing when a step failed, so the Airflow run turns red.
+    """
+    from daskweak.export import export_run
+    from daskweak.runner import now
+    from daskweak.stats import efficiency
+    from daskweak.store import ResultStore
+    from daskweak.tables import as_text, efficiency_table
+
+    settings = load_settings(env_file, **overrides)
+    status = "ok" if not collected["failed"] else "failed"
+    store = ResultStore(settings.database_url)
+    try:
+        store.finish_run(run_id, status, now())
+        rows = store.observations(run_id)
+        files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
+    finally:
+        store.close()
+    lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
+    lines.append(f"run {run_id}: {status}; results in {settings.public()['results_url'] or settings.database_url}")
+    lines += [f"  wrote {path}" for path in files]
+    text = "\n".join(lines)
+    if collected["failed"]:
+        raise StepsFailed(f"{text}\nsteps that failed: cores={collected['failed']}")
+    return text
+

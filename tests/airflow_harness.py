@@ -1,0 +1,98 @@
+"""Real Airflow for the tests: a private AIRFLOW_HOME (SQLite), the project's DAGs, and optional servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW = str(ROOT / "bin" / "airflow")
+SMALL_ENV = """\
+PROBLEM_SIZE_ARRAY=256
+PROBLEM_SIZE_DATAFRAMES=20000
+PROBLEM_SIZE_TASKS=20
+OBS_PER_ITER=1
+WARMUP=1
+TIMEOUT=60
+"""
+
+
+class AirflowHome:
+    """One AIRFLOW_HOME, its environment for `bin/airflow`, and reads of its metadata database."""
+
+    def __init__(self, home: Path, env_file: Path, extra: dict[str, str] | None = None):
+        self.home, self.env_file = home, env_file
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
+            "AIRFLOW_HOME": str(home),
+            "DASKWEAK_ENV_FILE": str(env_file),
+            "AIRFLOW__API_AUTH__JWT_SECRET": "daskweak-tests-" + "x" * 64,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        } | (extra or {})
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "passwords.json").write_text(json.dumps({"admin": "admin-password"}))
+
+    def run(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([AIRFLOW, *args], env=self.env | (env or {}), capture_output=True, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"airflow {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def query(self, sql: str, *params: Any) -> list[tuple]:
+        with sqlite3.connect(self.home / "airflow.db") as db:
+            return db.execute(sql, params).fetchall()
+
+    def task_instances(self, run_id: str, task_id: str) -> list[tuple]:
+        return self.query(
+            "select map_index, rendered_map_index, state, try_number, start_date, end_date from task_instance "
+            "where run_id = ? and task_id = ? order by map_index", run_id, task_id)
+
+    def xcoms(self, run_id: str, task_id: str) -> dict[int, Any]:
+        rows = self.query("select map_index, value from xcom where run_id = ? and task_id = ? and key = ?",
+                          run_id, task_id, "return_value")
+        return {index: json.loads(value) for index, value in rows}
+
+    def latest_run_id(self, dag_id: str) -> str:
+        [(run_id,)] = self.query("select run_id from dag_run where dag_id = ? order by id desc limit 1", dag_id)
+        return run_id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def signal_step_process(cores: int, sig: int = signal.SIGTERM, after: float = 2.0, timeout: float = 180) -> int:
+    """Wait for the process running the `cores`-core step, let it measure a while, then signal it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = proc.info["cmdline"] or []
+            if "daskweak.isolated" in cmdline and f"--cores={cores}" in cmdline:
+                time.sleep(after)
+                proc.send_signal(sig)
+                return proc.pid
+        time.sleep(0.1)
+    raise AssertionError(f"no process for the {cores}-core step within {timeout}s")
+
+
+def dask_processes() -> list[psutil.Process]:
+    """Step processes and Dask workers still alive anywhere on the machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        text = " ".join(proc.info["cmdline"] or [])
+        if "daskweak.isolated" in text or "spawn_main" in text:
+            found.append(proc)
+    return found

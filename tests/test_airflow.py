@@ -1,0 +1,105 @@
+"""The DAGs under real Airflow 3: parsing, params, `airflow dags test`, failures and retries of a step."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+from daskweak.store import ResultStore
+from tests.airflow_harness import SMALL_ENV, AirflowHome, dask_processes, signal_step_process
+
+DAG = "dask_weak_scaling"
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    base = tmp_path_factory.mktemp("airflow")
+    env_file = base / "bench.env"
+    env_file.write_text(SMALL_ENV + f"RES_DIR={base / 'results'}\nSUITES=tasks\n")
+    home = AirflowHome(base / "home", env_file)
+    home.run("db", "migrate", check=True)
+    return home
+
+
+def store_for(airflow: AirflowHome) -> ResultStore:
+    return ResultStore(f"sqlite:///{airflow.env_file.parent / 'results' / 'daskweak.sqlite'}")
+
+
+def test_both_dags_load_without_import_errors(airflow):
+    errors = airflow.run("dags", "list-import-errors", "--local", check=True)
+    assert "No data found" in errors.stdout
+    listing = airflow.run("dags", "list", "--local", "-o", "plain", check=True).stdout
+    assert "dask_weak_scaling_nightly" in listing and f"{DAG} " in listing
+
+
+def test_param_schema_rejects_bad_values(airflow):
+    for conf in ('{"max_cores": 0}', '{"backend": "yarn"}', '{"step_by": 1.5}', '{"suites": ["graphs"]}'):
+        result = airflow.run("dags", "test", DAG, "-c", conf, timeout=120)
+        assert result.returncode != 0, conf
+        assert "Invalid input for param" in result.stdout + result.stderr, conf
+
+
+def test_nightly_dag_is_scheduled_without_catchup():
+    from daskweak.dagfactory import build_dag
+
+    nightly = build_dag("nightly_probe", nightly=True)
+    assert nightly.schedule == "0 2 * * *" and not nightly.catchup and nightly.max_active_runs == 1
+    assert dict(nightly.params) == {}
+
+
+def test_dags_test_runs_one_mapped_task_per_step_with_xcom_summaries(airflow):
+    airflow.run("dags", "test", DAG, "-c", '{"max_cores": 3}', check=True)
+    run_id = airflow.latest_run_id(DAG)
+    tis = airflow.task_instances(run_id, "run_step")
+    assert [(t[0], t[1], t[2]) for t in tis] == [(0, "cores=1", "success"), (1, "cores=2", "success"),
+                                                (2, "cores=3", "success")]
+    summaries = airflow.xcoms(run_id, "run_step")
+    assert sorted(s["cores_actual"] for s in summaries.values()) == [1, 2, 3]
+    assert all(s["operations"]["tasks.independent"]["median_s"] > 0 for s in summaries.values())
+    store = store_for(airflow)
+    steps = store.steps(run_id)
+    assert list(steps["cores_requested"]) == [1, 2, 3] and set(steps["status"]) == {"ok"}
+    assert len(store.observations(run_id)) == 3 * 4 * 2  # steps × operations × (warm-up + observation)
+    assert store.runs().set_index("run_id").loc[run_id, "status"] == "ok"
+    store.close()
+    [(finish_state,)] = [(t[2],) for t in airflow.task_instances(run_id, "finish")]
+    assert finish_state == "success"
+
+
+def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
+    before = {p.pid for p in dask_processes()}
+    killer = threading.Thread(target=signal_step_process, args=(2,), kwargs={"after": 3}, daemon=True)
+    killer.start()
+    result = airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 200}', env={"STEP_RETRIES": "0"})
+    killer.join()
+    assert result.returncode != 0
+    run_id = airflow.latest_run_id(DAG)
+    states = {t[1]: t[2] for t in airflow.task_instances(run_id, "run_step")}
+    assert states == {"cores=1": "success", "cores=2": "failed"}
+    assert airflow.task_instances(run_id, "finish")[0][2] == "failed"  # the run turns red
+    store = store_for(airflow)
+    steps = store.steps(run_id).set_index("cores_requested")["status"]
+    assert steps[1] == "ok" and steps[2] == "interrupted"
+    rows = store.observations(run_id)
+    assert len(rows[rows["cores_requested"] == 1]) == 4 * 201
+    assert store.runs().set_index("run_id").loc[run_id, "status"] == "failed"
+    store.close()
+    assert [p for p in dask_processes() if p.pid not in before and p.is_running()] == []
+
+
+def test_a_retried_step_replaces_its_rows(airflow):
+    killer = threading.Thread(target=signal_step_process, args=(2, signal.SIGTERM), kwargs={"after": 2},
+                              daemon=True)
+    killer.start()
+    airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 20}', env={"STEP_RETRIES": "1"}, check=True)
+    killer.join()
+    run_id = airflow.latest_run_id(DAG)
+    [(_, label, state, tries, *_)] = [t for t in airflow.task_instances(run_id, "run_step") if t[1] == "cores=2"]
+    assert (label, state, tries) == ("cores=2", "success", 2)
+    store = store_for(airflow)
+    rows = store.observations(run_id)
+    assert len(rows[rows["cores_requested"] == 2]) == 4 * 21  # one attempt's rows, not two
+    assert list(store.steps(run_id)["status"]) == ["ok", "ok"]
+    store.close()
