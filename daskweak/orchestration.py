@@ -7,6 +7,8 @@ no secret (a database password) lands in XCom; each task resolves them again.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,19 @@ def connection_url(connection: Any) -> str:
         if uri.startswith(scheme):
             return "postgresql+psycopg://" + uri.removeprefix(scheme)
     return uri
+
+
+@contextmanager
+def results_store(results_url: str | None = None) -> Iterator[Any]:
+    """The run's results store as the tasks see it (paths anchored like theirs), for the UI page."""
+    from daskweak.store import ResultStore
+
+    env_file, overrides = request({}, results_url)
+    store = ResultStore(load_settings(env_file, **overrides).database_url)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def parse_time_settings() -> Settings:

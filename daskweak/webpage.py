@@ -1,0 +1,65 @@
+"""HTML pages over the results tables: the runs, and one run's steps and efficiency per operation.
+
+Plain server-rendered HTML (no scripts), so it works inside Airflow's plugin iframe and from a file.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import quote
+
+from daskweak.stats import efficiency
+from daskweak.store import ResultStore
+
+STYLE = """<style>
+body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2937}
+table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #d1d5db;padding:.25rem .6rem;
+text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}a{color:#2563eb}
+.failed,.interrupted,.partial{color:#b91c1c;font-weight:600}
+</style>"""
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{STYLE}</head>"
+            f"<body><h1>{escape(title)}</h1>{body}</body></html>")
+
+
+def runs_page(store: ResultStore, base: str = "") -> str:
+    runs = store.runs().sort_values("started_at", ascending=False)
+    if runs.empty:
+        return _page("Weak scaling", "<p>No runs yet. Trigger <code>dask_weak_scaling</code>.</p>")
+    rows = "".join(
+        f"<tr><td><a href='{base}runs/{quote(r.run_id, safe='')}'>{escape(r.run_id)}</a></td>"
+        f"<td>{r.started_at:%Y-%m-%d %H:%M}</td><td class='{escape(r.status)}'>{escape(r.status)}</td>"
+        f"<td>{escape(r.backend)}</td><td>{escape(r.scaling)}</td><td>{'on' if r.use_ssl else 'off'}</td>"
+        f"<td>{escape(r.fingerprint)}</td></tr>"
+        for r in runs.itertuples()
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("run", "started", "status", "backend", "scaling", "TLS",
+                                              "fingerprint"))
+    return _page("Weak scaling", f"<table><tr>{head}</tr>{rows}</table>")
+
+
+def run_page(store: ResultStore, run_id: str) -> str | None:
+    runs = store.runs().set_index("run_id")
+    if run_id not in runs.index:
+        return None
+    run = runs.loc[run_id]
+    steps = store.steps(run_id)[["step", "cores_requested", "cores_actual", "workers_actual", "nodes",
+                                 "time_to_ready", "status", "error"]]
+    body = (f"<p>{escape(run['backend'])}, {escape(run['scaling'])} scaling, TLS "
+            f"{'on' if run['use_ssl'] else 'off'}, status <b>{escape(run['status'])}</b>, "
+            f"fingerprint {escape(run['fingerprint'])}</p><h2>Steps</h2>"
+            + steps.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
+    rows = store.observations(run_id)
+    if not rows.empty:
+        table = efficiency(rows, run["scaling"])
+        wide = table.pivot_table(index=["suite", "operation"], columns="cores_requested",
+                                 values=["median", "efficiency"])
+        wide.columns = [f"{'median s' if kind == 'median' else 'efficiency'} @ {cores}"
+                        for kind, cores in wide.columns]
+        body += "<h2>Median time and efficiency per operation</h2>" + wide.reset_index().to_html(
+            index=False, na_rep="—", float_format="{:.3f}".format)
+    return _page(f"Run {run_id}", body)
+
+

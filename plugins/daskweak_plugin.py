@@ -1,0 +1,52 @@
+"""Airflow 3 plugin: a "Weak scaling" page in the navigation, over daskweak's results tables.
+
+Access is deliberate: every route requires a valid Airflow token (the UI's session cookie or an
+`Authorization: Bearer` header), checked by Airflow's own `get_user`; Airflow does not protect plugin
+apps by default.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import ClassVar
+
+from airflow.api_fastapi.core_api.security import get_user
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
+
+from daskweak import orchestration, webpage
+from daskweak.store import ResultStore
+
+app = FastAPI(title="daskweak", dependencies=[Depends(get_user)])
+
+
+def plugin_store() -> AbstractContextManager[ResultStore]:
+    conn_id = orchestration.parse_time_settings().results_conn_id
+    if not conn_id:
+        return orchestration.results_store()
+    from airflow.models.connection import Connection
+
+    return orchestration.results_store(orchestration.connection_url(Connection.get_connection_from_secrets(conn_id)))
+
+
+@app.get("/", response_class=HTMLResponse)
+def runs() -> str:
+    with plugin_store() as store:
+        return webpage.runs_page(store)
+
+
+@app.get("/runs/{run_id}", response_class=HTMLResponse)
+def run(run_id: str) -> str:
+    with plugin_store() as store:
+        page = webpage.run_page(store, run_id)
+    if page is None:
+        raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
+    return page
+
+
+class DaskweakPlugin(AirflowPlugin):
+    name = "daskweak"
+    fastapi_apps: ClassVar[list[dict]] = [{"app": app, "url_prefix": "/daskweak", "name": "Weak scaling"}]
+    external_views: ClassVar[list[dict]] = [{"name": "Weak scaling", "href": "/daskweak/", "destination": "nav",
+                       "category": "browse", "url_route": "weak-scaling"}]
