@@ -55,7 +55,7 @@ def server(tmp_path_factory):
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         yield home, client, url
     finally:
-        for proc, log in procs:
+        for proc, _ in procs:
             os.killpg(proc.pid, signal.SIGTERM)
         for proc, log in procs:
             try:
@@ -68,7 +68,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished_run(server):
     """A run triggered through the REST API, as the README shows, and run by the real executor."""
-    home, client, _ = server
+    _, client, _ = server
     deadline = time.monotonic() + 120
     while client.get(f"/api/v2/dags/{DAG}").status_code != 200:  # the dag-processor has parsed it
         assert time.monotonic() < deadline, "DAG never appeared"
@@ -87,7 +87,7 @@ def finished_run(server):
 
 
 def test_rest_triggered_run_succeeds_under_the_local_executor(server, finished_run):
-    home, client, _ = server
+    home, _, _ = server
     run_id, state = finished_run
     assert state == "success"
     steps = home.task_instances(run_id, "run_step")
