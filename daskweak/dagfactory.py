@@ -28,7 +28,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         conn_id = settings.results_conn_id
         if conn_id:
             url = orch.connection_url(BaseHook.get_connection(conn_id))
-        return orch.request(params, url)
+        return orch.request(params, url, defaults)
 
     params = {} if nightly else {
         "backend": Param(defaults["backend"], type="string", enum=["local", "slurm", "kubernetes"],

@@ -40,10 +40,18 @@ def default_env_file() -> str | None:
     return str(candidate) if candidate.is_file() else None
 
 
-def request(params: dict[str, Any], results_url: str | None = None) -> tuple[str | None, dict[str, Any]]:
-    """(settings file, overrides) from a DAG run's params; `results_url` comes from an Airflow Connection."""
+def request(
+    params: dict[str, Any], results_url: str | None = None, defaults: dict[str, Any] | None = None
+) -> tuple[str | None, dict[str, Any]]:
+    """(settings file, overrides) from a DAG run's params; `results_url` comes from an Airflow Connection.
+
+    A param left at its form default (`defaults`, read from the `.env` when the DAG was parsed) is not an
+    override, so a settings file chosen in the form is not overruled by untouched fields.
+    """
     env_file = params.get("settings_file") or default_env_file()
-    overrides = {PARAMS[k]: v for k, v in params.items() if k in PARAMS and v is not None}
+    defaults = defaults or {}
+    overrides = {PARAMS[k]: v for k, v in params.items()
+                 if k in PARAMS and v is not None and (k not in defaults or v != defaults[k])}
     if results_url:
         overrides["results_url"] = results_url
     # A task's working directory is Airflow's choice: anchor relative paths at the settings file's

@@ -103,3 +103,16 @@ def test_a_retried_step_replaces_its_rows(airflow):
     assert len(rows[rows["cores_requested"] == 2]) == 4 * 21  # one attempt's rows, not two
     assert list(store.steps(run_id)["status"]) == ["ok", "ok"]
     store.close()
+
+
+def test_a_bad_settings_file_fails_validate_at_once_with_every_problem(airflow, tmp_path):
+    bad = tmp_path / "bad.env"
+    bad.write_text("MAX_N_CORES=0\nBACKEND=slurm\n")
+    result = airflow.run("dags", "test", DAG, "-c", f'{{"settings_file": "{bad}"}}', timeout=300)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "MAX_N_CORES" in out and "ACCOUNT" in out and "PARTITION" in out
+    run_id = airflow.latest_run_id(DAG)
+    [validate] = airflow.task_instances(run_id, "validate")
+    assert validate[2] == "failed" and validate[3] == 1  # failed once, no retry
+    assert airflow.task_instances(run_id, "run_step")[0][2] in (None, "upstream_failed")
