@@ -96,3 +96,76 @@ def dask_processes() -> list[psutil.Process]:
         if "daskweak.isolated" in text or "spawn_main" in text:
             found.append(proc)
     return found
+
+
+class Services:
+    """api-server + scheduler + dag-processor (+ extra services) on loopback, each in its own session."""
+
+    def __init__(self, base: Path, executor: str, extra_env: dict[str, str] | None = None,
+                 extra_services: list[tuple[str, list[str]]] | None = None):
+        self.base = base
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env_file = base / "bench.env"
+        env_file.write_text(SMALL_ENV + f"RES_DIR={base / 'results'}\nSUITES=tasks,arrays\n")
+        self.home = AirflowHome(base / "home", env_file, extra={
+            "AIRFLOW__CORE__EXECUTOR": executor,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        } | (extra_env or {}))
+        self.services = [("api-server", [AIRFLOW, "api-server", "-H", "127.0.0.1", "-p", str(self.port)]),
+                         ("scheduler", [AIRFLOW, "scheduler"]), ("dag-processor", [AIRFLOW, "dag-processor"]),
+                         *(extra_services or [])]
+        self.procs: list[tuple[subprocess.Popen, Any]] = []
+
+    def __enter__(self) -> Services:
+        self.home.run("db", "migrate", check=True)
+        for name, cmd in self.services:
+            log = open(self.base / f"{name}.log", "w")
+            self.procs.append((subprocess.Popen(cmd, env=self.home.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True), log))
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError((self.base / "api-server.log").read_text()[-3000:])
+            time.sleep(1)
+        token = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": "admin-password"},
+                           timeout=10).json()["access_token"]
+        self.client = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc, _ in self.procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc, log in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            log.close()
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], timeout: float = 400) -> tuple[str, str]:
+        """Unpause, POST a run with `logical_date: null` (as the README shows), wait for its end state."""
+        deadline = time.monotonic() + 120
+        while self.client.get(f"/api/v2/dags/{dag_id}").status_code != 200:  # parsed by the dag-processor
+            assert time.monotonic() < deadline, "DAG never appeared"
+            time.sleep(1)
+        self.client.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+        created = self.client.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        created.raise_for_status()
+        run_id = created.json()["dag_run_id"]
+        deadline = time.monotonic() + timeout
+        while (state := self.client.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]) not in (
+                "success", "failed"):
+            assert time.monotonic() < deadline, f"run still {state}"
+            time.sleep(2)
+        return run_id, state
