@@ -77,6 +77,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             max_active_tis_per_dag=settings.step_concurrency,
             retries=settings.step_retries,
             retry_delay=timedelta(seconds=10),
+            execution_timeout=timedelta(seconds=settings.step_timeout) if settings.step_timeout else None,
         )
         def run_step(step: dict[str, Any]) -> dict[str, Any]:
             from daskweak.isolated import run_step_isolated

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
         ge=1,
     )
     step_retries: int = _setting(1, "an integer ≥ 0", "Airflow retries of a failed step.", ge=0)
+    step_timeout: float | None = _setting(
+        None, "a number of seconds > 0 (empty: no limit)", "Airflow execution_timeout of one step.", gt=0
+    )
 
     @field_validator("suites", mode="before")
     @classmethod
@@ -140,7 +143,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "kube_namespace", "container_image", "scheduler_host", "secret_cert_name", "mem_per_node",
-        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source", "results_conn_id",
+        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source", "results_conn_id", "step_timeout",
         "cores_per_node", "backend", "kube", mode="before",
     )
     @classmethod

@@ -116,3 +116,34 @@ def test_a_bad_settings_file_fails_validate_at_once_with_every_problem(airflow, 
     [validate] = airflow.task_instances(run_id, "validate")
     assert validate[2] == "failed" and validate[3] == 1  # failed once, no retry
     assert airflow.task_instances(run_id, "run_step")[0][2] in (None, "upstream_failed")
+
+
+def test_a_timed_out_step_closes_its_cluster_and_keeps_its_rows(airflow):
+    before = {p.pid for p in dask_processes()}
+    result = airflow.run("dags", "test", DAG, "-c", '{"max_cores": 1, "obs_per_iter": 1000}',
+                         env={"STEP_TIMEOUT": "12", "STEP_RETRIES": "0"})
+    assert result.returncode != 0
+    run_id = airflow.latest_run_id(DAG)
+    assert airflow.task_instances(run_id, "run_step")[0][2] == "failed"
+    store = store_for(airflow)
+    assert list(store.steps(run_id)["status"]) == ["interrupted"]
+    assert len(store.observations(run_id)) > 0
+    store.close()
+    assert [p for p in dask_processes() if p.pid not in before and p.is_running()] == []
+
+
+def test_results_go_to_the_database_of_an_airflow_connection(airflow, postgres_url):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_url)
+    conn_uri = f"postgres://{url.username}@{url.host}:{url.port}/{url.database}"
+    airflow.run("dags", "test", DAG, "-c", '{"max_cores": 1}', check=True,
+                env={"RESULTS_CONN_ID": "bench_results", "AIRFLOW_CONN_BENCH_RESULTS": conn_uri})
+    run_id = airflow.latest_run_id(DAG)
+    store = ResultStore(postgres_url)
+    assert len(store.observations(run_id)) == 4 * 2
+    assert store.runs().set_index("run_id").loc[run_id, "status"] == "ok"
+    store.close()
+    local = store_for(airflow)
+    assert local.observations(run_id).empty  # nothing went to the default SQLite file
+    local.close()
