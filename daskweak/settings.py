@@ -143,8 +143,8 @@ class Settings(BaseSettings):
 
     @field_validator(
         "kube_namespace", "container_image", "scheduler_host", "secret_cert_name", "mem_per_node",
-        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source", "results_conn_id", "step_timeout",
-        "cores_per_node", "backend", "kube", mode="before",
+        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source", "results_conn_id",
+        "step_timeout", "cores_per_node", "backend", "kube", mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
