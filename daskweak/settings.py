@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     net_interface: str | None = _setting(None, "a network interface name (see `ip link show`)", "Dask NIC.")
     account: str | None = _setting(None, "a Slurm account name", "sbatch --account.")
     partition: str | None = _setting(None, "a Slurm partition name", "sbatch --partition.")
+    slurm_exclusive: bool = _setting(
+        False, "True or False", "Ask Slurm for whole nodes (--exclusive); a 1-core step then holds a node."
+    )
+    sbatch_extra: Annotated[list[str], NoDecode] = _setting(
+        [], "sbatch options separated by ';', e.g. --qos=long;--constraint=ib", "Extra #SBATCH directives."
+    )
     time_limit: str = _setting(
         "01:00:00", "a duration hh:mm:ss", "sbatch --time of each worker job.",
         pattern=r"^\d{1,4}:[0-5]\d:[0-5]\d$",
@@ -134,6 +140,13 @@ class Settings(BaseSettings):
     def _split_suites(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sbatch_extra", mode="before")
+    @classmethod
+    def _split_directives(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(";") if part.strip()]
         return value
 
     @field_validator("suites")
@@ -212,7 +225,7 @@ MEASURED = frozenset({
     "backend", "scaling", "suites", "max_n_cores", "step_by", "cores_per_node", "mem_per_node",
     "problem_size_array", "problem_size_dataframes", "problem_size_tasks", "use_ssl", "worker_mode",
     "restart_between_obs", "container_image", "partition", "net_interface", "scheduler_cores",
-    "scheduler_mem", "scheduler_host",
+    "scheduler_mem", "scheduler_host", "slurm_exclusive", "sbatch_extra",
 })
 
 

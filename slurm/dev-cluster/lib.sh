@@ -1,0 +1,18 @@
+# Shared by up/down: where the development Slurm keeps everything (one directory, loopback only).
+STATE="${DASKWEAK_SLURM_STATE:-/tmp/daskweak-slurm}"
+export SLURM_CONF="$STATE/etc/slurm.conf"
+MUNGE_SOCKET="$STATE/munge/run/munge.socket.2"
+NODE="$(hostname -s)"
+CTLD_PORT="${DASKWEAK_SLURMCTLD_PORT:-16817}"
+SLURMD_PORT="${DASKWEAK_SLURMD_PORT:-16818}"
+DBD_PORT="${DASKWEAK_SLURMDBD_PORT:-16819}"
+MYSQL_PORT="${DASKWEAK_MYSQL_PORT:-16306}"
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local limit=$1 what=$2; shift 2
+  for _ in $(seq "$((limit * 5))"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "dev-cluster: $what did not come up within ${limit}s" >&2
+  return 1
+}
