@@ -36,3 +36,7 @@ class ScaleTimeout(DaskweakError):
 
 class BackendUnavailable(DaskweakError):
     """The selected backend cannot be used on this machine (library or service missing)."""
+
+
+class WorkersLost(DaskweakError):
+    """Workers left the cluster during a step (a job cancelled, a node lost)."""

@@ -8,19 +8,20 @@ from __future__ import annotations
 import gc
 import logging
 import statistics
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from distributed import Client
+from distributed import Client, Future
 from distributed.diagnostics import MemorySampler
 
 from daskweak import runinfo
 from daskweak.backends import get_backend
 from daskweak.backends.base import Deployment, open_cluster
-from daskweak.errors import DaskweakError
+from daskweak.errors import DaskweakError, WorkersLost
 from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted
@@ -136,6 +137,7 @@ def run_step(
             for suite in settings.suites:
                 for observation in range(settings.warmup + settings.obs_per_iter):
                     rows += observe(deployment, settings, step, suite, observation, run_id)
+                    require_workers(deployment)
                     release(deployment.client, restart=settings.restart_between_obs)
                     progress.observation_done(step, suite, observation)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
@@ -176,7 +178,7 @@ def observe(
     rows = []
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
-            rows.append(base | timed(operation))
+            rows.append(base | timed(operation, client, settings.operation_timeout))
             check_interrupted()
     peak = max(value for _, value in sampler.samples[label])
     for row in rows:
@@ -184,13 +186,21 @@ def observe(
     return rows
 
 
-def timed(operation: Operation) -> dict[str, Any]:
+def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
+    """Time one operation; past `limit` seconds its futures are cancelled so a dead cluster cannot hang us."""
     started, clock = now(), time.perf_counter()
     status, error = "ok", None
+    watchdog = threading.Timer(limit, lambda: client.cancel([Future(key, client) for key in list(client.futures)],
+                                                            force=True, reason="OPERATION_TIMEOUT"))
+    watchdog.start()
     try:
         operation.run()
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        if not watchdog.is_alive():
+            error = f"cancelled after OPERATION_TIMEOUT={limit:g}s; {error}"
+    finally:
+        watchdog.cancel()
     duration = time.perf_counter() - clock
     return {
         "operation": operation.name, "started_at": started, "finished_at": now(), "duration": duration,
@@ -198,6 +208,13 @@ def timed(operation: Operation) -> dict[str, Any]:
         "rate": operation.size / duration if status == "ok" and duration > 0 else None,
         "rate_unit": f"{operation.unit}/s", "status": status, "error": error,
     }
+
+
+def require_workers(deployment: Deployment) -> None:
+    """A cluster that lost workers (a job cancelled, a pod evicted) no longer measures the plan: stop the step."""
+    present = len(deployment.client.scheduler_info()["workers"])
+    if present < deployment.workers:
+        raise WorkersLost(f"the cluster lost workers: {present} of {deployment.workers} left")
 
 
 def release(client: Client, *, restart: bool) -> None:

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
         None, "an existing virtualenv directory or activate script", "Environment the worker jobs activate."
     )
     timeout: float = _setting(120.0, "a number of seconds > 0", "Wait this long for the workers.", gt=0)
+    operation_timeout: float = _setting(
+        600.0, "a number of seconds > 0", "An operation still running after this long is cancelled and recorded.",
+        gt=0,
+    )
     poll_interval: float = _setting(1.0, "a number of seconds > 0", "How often a backend polls its API.", gt=0)
     problem_size_array: int = _setting(
         7500, "an integer ≥ 16", "Side of the 1-core array; weak scaling grows it by √cores.", ge=16

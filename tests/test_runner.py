@@ -171,3 +171,29 @@ def test_threads_mode_reproduces_the_node_layout(small, per_node, workers, threa
         info = deployment.client.scheduler_info()["workers"].values()
         assert sorted((w["nthreads"] for w in info), reverse=True) == workers
         assert deployment.cores == threads and deployment.workers == len(workers)
+
+
+def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monkeypatch):
+    import time as clock
+
+    def with_slow_operation(name: str):
+        real = get_suite(name)
+
+        def operations(client: Client, step, seed: int):
+            ops = list(real(client, step, seed))
+            # a real task no worker can take (no worker has a GPU): it waits forever without a time limit
+            stuck = Operation("stuck", "tasks", 1, lambda: client.submit(sum, [seed], resources={"GPU": 1}).result())
+            return iter([stuck, *ops])
+
+        return operations
+
+    monkeypatch.setattr(runner, "get_suite", with_slow_operation)
+    settings = small(max_n_cores=1, suites="tasks", obs_per_iter=1, warmup=0, operation_timeout=2)
+    started = clock.monotonic()
+    result = run_sweep(settings)
+    rows = ResultStore(settings.database_url).observations(result.run_id)
+    stuck = rows[rows["operation"] == "stuck"].iloc[0]
+    assert stuck["status"] == "failed" and "OPERATION_TIMEOUT=2" in stuck["error"]
+    assert 2 <= stuck["duration"] < 20
+    assert (rows[rows["operation"] != "stuck"]["status"] == "ok").all(), rows[["operation", "error"]]
+    assert clock.monotonic() - started < 60

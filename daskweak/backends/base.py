@@ -36,7 +36,8 @@ def open_cluster(settings: Settings, step: Step) -> Iterator[Deployment]:
     with ExitStack() as stack:
         stack.enter_context(interrupts_raise())
         requested = time.perf_counter()
-        cluster = stack.enter_context(backend.start(settings, step))
+        cluster = backend.start(settings, step)
+        stack.callback(backend.stop, cluster)
         client = stack.enter_context(Client(cluster, **backend.client_options(settings)))
         remaining = settings.timeout - (time.perf_counter() - requested)
         with suppress(TimeoutError):

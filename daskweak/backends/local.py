@@ -59,3 +59,7 @@ def _security(settings: Settings) -> Security | None:
 
 def describe(cluster: LocalCluster) -> dict[str, Any]:
     return {"scheduler": cluster.scheduler_address, "workers": sorted(cluster.worker_spec)}
+
+
+def stop(cluster: LocalCluster) -> None:
+    cluster.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,20 @@ def start(settings: Settings, step: Step) -> SLURMCluster:
         cluster.close()
         raise
     return cluster
+
+
+def stop(cluster: SLURMCluster, wait: float = 60.0) -> None:
+    """Close the cluster (scancel of its jobs) and wait until Slurm has let the jobs go, so the next step's
+    jobs do not queue behind them."""
+    job_ids = [str(w.job_id) for w in cluster.workers.values() if getattr(w, "job_id", None)]
+    cluster.close()
+    deadline = time.monotonic() + wait
+    while job_ids and time.monotonic() < deadline:
+        listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
+                                text=True, timeout=30).stdout.split()
+        if not listed:
+            return
+        time.sleep(0.5)
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

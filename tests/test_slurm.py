@@ -1,0 +1,108 @@
+"""The Slurm backend against the real single-node development Slurm (slurm/dev-cluster/up)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from daskweak.plan import make_plan
+from daskweak.runner import run_step, run_sweep
+from daskweak.store import ResultStore
+from tests.conftest import need
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_slurm(*args: str) -> str:
+    if not shutil.which("sbatch") and os.geteuid() != 0:
+        need("Slurm (Debian's slurm-wlm and munge) is not installed and cannot be installed without root")
+    result = subprocess.run([str(ROOT / "slurm" / "dev-cluster" / "up"), *args], capture_output=True, text=True,
+                            timeout=600)
+    if result.returncode != 0:
+        need(f"the development Slurm did not start: {result.stderr[-2000:]}")
+    return result.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    conf = start_slurm()
+    os.environ["SLURM_CONF"] = conf
+    yield conf
+    assert jobs() == [], "a test left Slurm jobs behind"
+
+
+def jobs() -> list[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def slurm_settings(small, slurm, tmp_path):
+    def make(**overrides):
+        return small(**({"backend": "slurm", "account": "daskweak", "partition": "debug", "max_n_cores": 2,
+                         "suites": "tasks", "out_dir": str(tmp_path / "out")} | overrides))
+
+    return make
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize(("per_node", "jobs_at_two"), [(1, 2), (2, 1)], ids=["two-jobs", "one-job"])
+def test_a_sweep_packs_cores_into_jobs(slurm_settings, tmp_path, per_node, jobs_at_two, tls):
+    extra = {"use_ssl": True, "cert_dir": str(tmp_path / "certs")} if tls else {}
+    settings = slurm_settings(cores_per_node=per_node, suites="tasks,arrays", **extra)
+    result = run_sweep(settings)
+    store = ResultStore(settings.database_url)
+    steps = store.steps(result.run_id)
+    assert result.status == "ok", steps[["status", "error"]]
+    assert list(steps["cores_actual"]) == [1, 2]
+    two = steps.iloc[1]["details"]
+    assert len(two["jobs"]) == jobs_at_two
+    assert sum(job["cpus"] for job in two["jobs"]) == 2  # what Slurm granted, read back
+    assert two["scheduler"].startswith("tls://" if tls else "tcp://")
+    assert "#SBATCH -A daskweak" in two["job_script"] and "ulimit -n" in two["job_script"]
+    assert (store.observations(result.run_id)["status"] == "ok").all()
+    store.close()
+    assert jobs() == []
+
+
+def test_memory_larger_than_a_node_is_refused_at_once(slurm_settings):
+    settings = slurm_settings(max_n_cores=1, mem_per_node="100000GB")
+    started = time.monotonic()
+    [summary] = run_sweep(settings).summaries
+    assert summary["status"] == "failed"
+    assert "Slurm refused the worker job" in summary["error"]
+    assert "Requested node configuration is not available" in summary["error"]
+    assert time.monotonic() - started < 10
+    assert jobs() == []
+
+
+def test_a_cancelled_worker_job_fails_the_observation_and_the_step_cleanly(slurm_settings):
+    settings = slurm_settings(max_n_cores=2, step_by=2, cores_per_node=1, obs_per_iter=500,
+                              operation_timeout=10)
+    step = make_plan(settings)[-1]
+
+    def cancel_one_job() -> None:
+        deadline = time.monotonic() + 60
+        while len(jobs()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # some observations in
+        job_id = jobs()[0].split()[0]
+        subprocess.run(["scancel", job_id], check=True)
+
+    canceller = threading.Thread(target=cancel_one_job, daemon=True)
+    canceller.start()
+    summary = run_step(settings, step, "scancel")
+    canceller.join()
+    assert summary["status"] == "failed"
+    assert "lost workers" in summary["error"]
+    store = ResultStore(settings.database_url)
+    rows = store.observations("scancel")
+    assert len(rows) > 0  # what was measured before is kept
+    store.close()
+    assert jobs() == []
