@@ -31,7 +31,8 @@ def start_slurm(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def slurm():
-    conf = start_slurm()
+    # Accounting on (MariaDB + slurmdbd): --account is enforced, as on a production cluster.
+    conf = start_slurm("--accounting")
     os.environ["SLURM_CONF"] = conf
     yield conf
     assert jobs() == [], "a test left Slurm jobs behind"
@@ -105,4 +106,14 @@ def test_a_cancelled_worker_job_fails_the_observation_and_the_step_cleanly(slurm
     rows = store.observations("scancel")
     assert len(rows) > 0  # what was measured before is kept
     store.close()
+    assert jobs() == []
+
+
+def test_an_invalid_account_is_refused_within_seconds(slurm_settings):
+    settings = slurm_settings(max_n_cores=1, account="no-such-account")
+    started = time.monotonic()
+    [summary] = run_sweep(settings).summaries
+    assert summary["status"] == "failed"
+    assert "Slurm refused the worker job" in summary["error"] and "Invalid account" in summary["error"]
+    assert time.monotonic() - started < 10
     assert jobs() == []

@@ -8,7 +8,12 @@ SLURMD_PORT="${DASKWEAK_SLURMD_PORT:-16818}"
 DBD_PORT="${DASKWEAK_SLURMDBD_PORT:-16819}"
 MYSQL_PORT="${DASKWEAK_MYSQL_PORT:-16306}"
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A PID file names a live daemon (a zombie left by a killed daemon whose reaper is away does not count).
+alive() {
+  local pid
+  [ -f "$1" ] && pid="$(cat "$1")" && [ -r "/proc/$pid/stat" ] || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
+}
 
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local limit=$1 what=$2; shift 2
