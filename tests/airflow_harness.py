@@ -74,7 +74,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def signal_step_process(cores: int, sig: int = signal.SIGTERM, after: float = 2.0, timeout: float = 180) -> int:
+def signal_step_process(cores: int, sig: int = signal.SIGTERM, after: float = 2.0, timeout: float = 600) -> int:
     """Wait for the process running the `cores`-core step, let it measure a while, then signal it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -72,7 +72,7 @@ def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
     before = {p.pid for p in dask_processes()}
     killer = threading.Thread(target=signal_step_process, args=(2,), kwargs={"after": 3}, daemon=True)
     killer.start()
-    result = airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 200}', env={"STEP_RETRIES": "0"})
+    result = airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 60}', env={"STEP_RETRIES": "0"})
     killer.join()
     assert result.returncode != 0
     run_id = airflow.latest_run_id(DAG)
@@ -83,7 +83,7 @@ def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
     steps = store.steps(run_id).set_index("cores_requested")["status"]
     assert steps[1] == "ok" and steps[2] == "interrupted"
     rows = store.observations(run_id)
-    assert len(rows[rows["cores_requested"] == 1]) == 4 * 201
+    assert len(rows[rows["cores_requested"] == 1]) == 4 * 61
     assert store.runs().set_index("run_id").loc[run_id, "status"] == "failed"
     store.close()
     assert [p for p in dask_processes() if p.pid not in before and p.is_running()] == []

@@ -117,3 +117,67 @@ def test_an_invalid_account_is_refused_within_seconds(slurm_settings):
     assert "Slurm refused the worker job" in summary["error"] and "Invalid account" in summary["error"]
     assert time.monotonic() - started < 10
     assert jobs() == []
+
+
+def test_tls_workers_refuse_a_plaintext_client(slurm_settings, tmp_path):
+    from distributed import Client
+
+    from daskweak.backends.base import open_cluster
+
+    settings = slurm_settings(max_n_cores=1, use_ssl=True, cert_dir=str(tmp_path / "certs"))
+    [step] = make_plan(settings)
+    with open_cluster(settings, step) as deployment:
+        address = deployment.client.scheduler.address
+        assert address.startswith("tls://")
+        assert deployment.client.submit(sum, [1, 2]).result() == 3
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=3)
+    assert jobs() == []
+
+
+def test_a_step_that_times_out_leaves_no_job(slurm_settings):
+    settings = slurm_settings(max_n_cores=1, timeout=0.5)
+    [summary] = run_sweep(settings).summaries
+    assert summary["status"] == "failed" and "TIMEOUT=0.5" in summary["error"]
+    assert jobs() == []
+
+
+def test_the_driver_job_runs_the_sweep_without_airflow(slurm, tmp_path):
+    env_file = tmp_path / "driver.env"
+    env_file.write_text(
+        "ACCOUNT=daskweak\nPARTITION=debug\nMAX_N_CORES=1\nSUITES=tasks\nPROBLEM_SIZE_TASKS=20\nOBS_PER_ITER=1\n"
+        f"RES_DIR={tmp_path / 'results'}\nOUT_DIR={tmp_path / 'out'}\nENV_TO_SOURCE={ROOT / '.venv'}\n")
+    # the node has 2 CPUs: the driver takes one, the worker job the other
+    job = subprocess.run(["sbatch", "--parsable", "-c", "1", "--mem=3G", f"--chdir={tmp_path}",
+                          str(ROOT / "slurm" / "run_benchmark.sbatch"), str(env_file)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    deadline = time.monotonic() + 240
+    while any(line.split()[0] == job for line in jobs()):
+        assert time.monotonic() < deadline, "the driver job did not finish"
+        time.sleep(1)
+    output = (tmp_path / f"daskweak-driver-{job}.out").read_text()
+    assert ": ok; results in" in output, output[-3000:]
+    store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
+    [run] = store.runs().itertuples()
+    assert run.backend == "slurm" and len(store.observations(run.run_id)) == 4 * 2
+    store.close()
+
+
+def test_the_dag_runs_end_to_end_on_slurm(slurm, tmp_path):
+    from tests.airflow_harness import SMALL_ENV, AirflowHome
+
+    env_file = tmp_path / "bench.env"
+    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nOUT_DIR={tmp_path / 'out'}\n"
+                        "SUITES=tasks\nACCOUNT=daskweak\nPARTITION=debug\nCORES_PER_NODE=1\n")
+    airflow = AirflowHome(tmp_path / "home", env_file, extra={"SLURM_CONF": slurm})
+    airflow.run("db", "migrate", check=True)
+    airflow.run("dags", "test", "dask_weak_scaling", "-c", '{"backend": "slurm", "max_cores": 2}', check=True)
+    run_id = airflow.latest_run_id("dask_weak_scaling")
+    assert [(t[1], t[2]) for t in airflow.task_instances(run_id, "run_step")] == [
+        ("cores=1", "success"), ("cores=2", "success")]
+    store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
+    steps = store.steps(run_id)
+    assert list(steps["cores_actual"]) == [1, 2] and len(steps.iloc[1]["details"]["jobs"]) == 2
+    assert store.runs().set_index("run_id").loc[run_id, "backend"] == "slurm"
+    store.close()
+    assert jobs() == []
