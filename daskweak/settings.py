@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daskweak.errors import ConfigError, Problem
@@ -139,18 +139,13 @@ class Settings(BaseSettings):
         None, "a number of seconds > 0 (empty: no limit)", "Airflow execution_timeout of one step.", gt=0
     )
 
-    @field_validator("suites", mode="before")
+    @field_validator("suites", "sbatch_extra", mode="before")
     @classmethod
-    def _split_suites(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any, info: ValidationInfo) -> Any:
+        """Lists come from .env lines: suites comma-separated, sbatch options (which may hold commas) by ';'."""
         if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("sbatch_extra", mode="before")
-    @classmethod
-    def _split_directives(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(";") if part.strip()]
+            separator = ";" if info.field_name == "sbatch_extra" else ","
+            return [part.strip() for part in value.split(separator) if part.strip()]
         return value
 
     @field_validator("suites")

@@ -91,3 +91,14 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def assert_tls_only(deployment) -> None:
+    """The cluster speaks TLS, works for the certified client, and refuses a plaintext one."""
+    from distributed import Client
+
+    address = deployment.client.scheduler.address
+    assert address.startswith("tls://")
+    assert deployment.client.submit(sum, [1, 2]).result() == 3
+    with pytest.raises((OSError, TimeoutError)):
+        Client(address.replace("tls://", "tcp://"), timeout=3)

@@ -14,7 +14,7 @@ import pytest
 from daskweak.plan import make_plan
 from daskweak.runner import run_step, run_sweep
 from daskweak.store import ResultStore
-from tests.conftest import need
+from tests.conftest import assert_tls_only, need
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,18 +120,12 @@ def test_an_invalid_account_is_refused_within_seconds(slurm_settings):
 
 
 def test_tls_workers_refuse_a_plaintext_client(slurm_settings, tmp_path):
-    from distributed import Client
-
     from daskweak.backends.base import open_cluster
 
     settings = slurm_settings(max_n_cores=1, use_ssl=True, cert_dir=str(tmp_path / "certs"))
     [step] = make_plan(settings)
     with open_cluster(settings, step) as deployment:
-        address = deployment.client.scheduler.address
-        assert address.startswith("tls://")
-        assert deployment.client.submit(sum, [1, 2]).result() == 3
-        with pytest.raises((OSError, TimeoutError)):
-            Client(address.replace("tls://", "tcp://"), timeout=3)
+        assert_tls_only(deployment)
     assert jobs() == []
 
 
@@ -163,7 +157,8 @@ def test_the_driver_job_runs_the_sweep_without_airflow(slurm, tmp_path):
     store.close()
 
 
-def test_the_dag_runs_end_to_end_on_slurm(slurm, tmp_path):
+@pytest.fixture
+def slurm_airflow(slurm, tmp_path):
     from tests.airflow_harness import SMALL_ENV, AirflowHome
 
     env_file = tmp_path / "bench.env"
@@ -171,6 +166,29 @@ def test_the_dag_runs_end_to_end_on_slurm(slurm, tmp_path):
                         "SUITES=tasks\nACCOUNT=daskweak\nPARTITION=debug\nCORES_PER_NODE=1\n")
     airflow = AirflowHome(tmp_path / "home", env_file, extra={"SLURM_CONF": slurm})
     airflow.run("db", "migrate", check=True)
+    return airflow
+
+
+def test_a_killed_airflow_task_leaves_no_slurm_job(slurm_airflow, tmp_path):
+    from tests.airflow_harness import signal_step_process
+
+    killer = threading.Thread(target=signal_step_process, args=(2,), kwargs={"after": 4}, daemon=True)
+    killer.start()
+    result = slurm_airflow.run("dags", "test", "dask_weak_scaling", "-c",
+                               '{"backend": "slurm", "max_cores": 2, "obs_per_iter": 40}',
+                               env={"STEP_RETRIES": "0"})
+    killer.join()
+    assert result.returncode != 0
+    run_id = slurm_airflow.latest_run_id("dask_weak_scaling")
+    assert {t[1]: t[2] for t in slurm_airflow.task_instances(run_id, "run_step")}["cores=2"] == "failed"
+    store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
+    assert list(store.steps(run_id)["status"]) == ["ok", "interrupted"]
+    store.close()
+    assert jobs() == []
+
+
+def test_the_dag_runs_end_to_end_on_slurm(slurm_airflow, tmp_path):
+    airflow = slurm_airflow
     airflow.run("dags", "test", "dask_weak_scaling", "-c", '{"backend": "slurm", "max_cores": 2}', check=True)
     run_id = airflow.latest_run_id("dask_weak_scaling")
     assert [(t[1], t[2]) for t in airflow.task_instances(run_id, "run_step")] == [
