@@ -199,3 +199,19 @@ def test_the_dag_runs_end_to_end_on_slurm(slurm_airflow, tmp_path):
     assert store.runs().set_index("run_id").loc[run_id, "backend"] == "slurm"
     store.close()
     assert jobs() == []
+
+
+def test_exclusive_nodes_hold_the_whole_node_and_threads_mode_runs_one_worker_per_job(slurm_settings):
+    settings = slurm_settings(max_n_cores=2, step_by=2, cores_per_node=2, slurm_exclusive=True,
+                              worker_mode="threads", net_interface="lo")
+    result = run_sweep(settings)
+    store = ResultStore(settings.database_url)
+    steps = store.steps(result.run_id)
+    store.close()
+    assert result.status == "ok", steps[["status", "error"]]
+    one, two = steps.iloc[0], steps.iloc[1]
+    assert one["cores_actual"] == 1 and one["details"]["jobs"][0]["cpus"] == 2  # a 1-core step holds the node
+    assert "--exclusive" in one["details"]["job_script"]
+    assert (two["workers_actual"], two["threads_per_worker"], two["cores_actual"]) == (1, 2, 2)
+    assert two["details"]["scheduler"].startswith("tcp://127.0.0.1:")  # NET_INTERFACE=lo
+    assert jobs() == []
