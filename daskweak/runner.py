@@ -136,8 +136,9 @@ def run_step(
                 log.warning("step %d: planned %d cores, cluster has %d", step.index, step.cores, deployment.cores)
             for suite in settings.suites:
                 for observation in range(settings.warmup + settings.obs_per_iter):
-                    rows += observe(deployment, settings, step, suite, observation, run_id)
-                    require_workers(deployment)
+                    measured = observe(deployment, settings, step, suite, observation, run_id)
+                    rows += measured
+                    require_workers(deployment, measured)
                     release(deployment.client, restart=settings.restart_between_obs)
                     progress.observation_done(step, suite, observation)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
@@ -210,11 +211,15 @@ def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
     }
 
 
-def require_workers(deployment: Deployment) -> None:
-    """A cluster that lost workers (a job cancelled, a pod evicted) no longer measures the plan: stop the step."""
+def require_workers(deployment: Deployment, observation: list[dict[str, Any]]) -> None:
+    """A cluster that lost workers (a job cancelled, a pod evicted) no longer measures the plan: the
+    observation it happened in is marked failed (its timings mix two layouts) and the step stops."""
     present = len(deployment.client.scheduler_info()["workers"])
     if present < deployment.workers:
-        raise WorkersLost(f"the cluster lost workers: {present} of {deployment.workers} left")
+        message = f"the cluster lost workers: {present} of {deployment.workers} left"
+        for row in observation:
+            row |= {"status": "failed", "error": row["error"] or message, "rate": None}
+        raise WorkersLost(message)
 
 
 def release(client: Client, *, restart: bool) -> None:

@@ -104,7 +104,10 @@ def test_a_cancelled_worker_job_fails_the_observation_and_the_step_cleanly(slurm
     assert "lost workers" in summary["error"]
     store = ResultStore(settings.database_url)
     rows = store.observations("scancel")
-    assert len(rows) > 0  # what was measured before is kept
+    assert (rows["status"] == "ok").sum() > 0  # what was measured before is kept
+    last = rows[rows["observation"] == rows["observation"].max()]
+    assert (last["status"] == "failed").all()  # the observation during which the job went away
+    assert last["error"].str.contains("lost workers|CancelledError|KilledWorker|OPERATION_TIMEOUT").all()
     store.close()
     assert jobs() == []
 
