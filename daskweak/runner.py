@@ -191,14 +191,19 @@ def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
     """Time one operation; past `limit` seconds its futures are cancelled so a dead cluster cannot hang us."""
     started, clock = now(), time.perf_counter()
     status, error = "ok", None
-    watchdog = threading.Timer(limit, lambda: client.cancel([Future(key, client) for key in list(client.futures)],
-                                                            force=True, reason="OPERATION_TIMEOUT"))
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        client.cancel([Future(key, client) for key in list(client.futures)], force=True, reason="OPERATION_TIMEOUT")
+
+    watchdog = threading.Timer(limit, expire)
     watchdog.start()
     try:
         operation.run()
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-        if not watchdog.is_alive():
+        if expired.is_set():
             error = f"cancelled after OPERATION_TIMEOUT={limit:g}s; {error}"
     finally:
         watchdog.cancel()
