@@ -151,6 +151,7 @@ class Services:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
             log.close()
 
     def trigger(self, dag_id: str, conf: dict[str, Any], timeout: float = 400) -> tuple[str, str]:

@@ -84,6 +84,22 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def cluster_processes() -> list:
+    """Dask worker (or step) processes below this test process; multiprocessing's resource tracker and
+    finished children do not count."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            text = " ".join(proc.cmdline())
+            if proc.status() != psutil.STATUS_ZOMBIE and ("spawn_main" in text or "daskweak.isolated" in text):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

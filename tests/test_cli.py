@@ -14,7 +14,7 @@ import pytest
 
 from daskweak.cli import main
 from daskweak.store import ResultStore
-from tests.conftest import SMALL, wait_until
+from tests.conftest import SMALL, cluster_processes, wait_until
 
 SMALL_ARGS = [arg for key, value in SMALL.items() for arg in ("--set", f"{key.upper()}={value}")]
 
@@ -26,7 +26,7 @@ def test_bad_configuration_exits_2_before_anything_starts(tmp_path, capsys):
     for name in ("MAX_N_CORES", "ACCOUNT", "PARTITION", "TIME_LIMIT"):
         assert name in out
     assert not (tmp_path / "results").exists()  # nothing half-written
-    assert not psutil.Process().children()  # no cluster was started
+    assert cluster_processes() == []  # no cluster was started
 
 
 def test_run_prints_the_efficiency_table_and_writes_the_exports(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import psutil
 import pytest
 from distributed import Client
 
@@ -12,6 +11,7 @@ from daskweak.runner import run_step, run_sweep
 from daskweak.stats import aggregate, efficiency
 from daskweak.store import ResultStore
 from daskweak.workloads import Operation, get_suite
+from tests.conftest import cluster_processes
 
 OPERATIONS = {
     "arrays": {"create", "blockwise", "random_access", "std", "std_axis", "sin2_cos2", "transpose_add",
@@ -22,12 +22,6 @@ OPERATIONS = {
     "tasks": {"independent", "tree_reduction", "nearest_neighbour", "sequential_chain"},
 }
 UNITS = {"arrays": {"bytes"}, "dataframes": {"rows", "bytes"}, "tasks": {"tasks"}}
-
-
-def no_dask_children() -> list[psutil.Process]:
-    """Worker and nanny processes still alive (multiprocessing's resource tracker lives on by design)."""
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.is_running() and "resource_tracker" not in " ".join(p.cmdline())]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +47,7 @@ def test_sweep_measures_every_step_and_closes_its_clusters(sweep):
     run = runs.set_index("run_id").loc[result.run_id]
     assert run["status"] == "ok" and run["fingerprint"] == settings.fingerprint()
     assert run["versions"]["distributed"] and run["versions"]["dask"]
-    assert no_dask_children() == []
+    assert cluster_processes() == []
 
 
 @pytest.mark.parametrize("suite", ["arrays", "dataframes", "tasks"])
@@ -131,7 +125,7 @@ def test_a_step_that_cannot_reach_its_cores_in_time_is_recorded_as_failed(small)
     assert [s["status"] for s in result.summaries] == ["failed", "failed"]
     assert result.status == "failed"
     assert store.runs().set_index("run_id").loc[result.run_id, "status"] == "failed"
-    assert no_dask_children() == []
+    assert cluster_processes() == []
 
 
 def test_running_a_step_again_replaces_its_rows(small):
