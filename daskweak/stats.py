@@ -14,11 +14,11 @@ def measured(observations: pd.DataFrame) -> pd.DataFrame:
 
 def aggregate(observations: pd.DataFrame) -> pd.DataFrame:
     """The origin's CSV aggregates: median, mean, min, max, std of the duration per operation and cores."""
-    rows = measured(observations)
-    table = rows.groupby(KEYS, sort=True)["duration"].agg(["median", "mean", "min", "max", "std", "count"])
-    table["median_rate"] = rows.groupby(KEYS, sort=True)["rate"].median()
-    table["rate_unit"] = rows.groupby(KEYS, sort=True)["rate_unit"].first()
-    return table.reset_index()
+    return measured(observations).groupby(KEYS, sort=True).agg(
+        median=("duration", "median"), mean=("duration", "mean"), min=("duration", "min"),
+        max=("duration", "max"), std=("duration", "std"), count=("duration", "count"),
+        median_rate=("rate", "median"), rate_unit=("rate_unit", "first"),
+    ).reset_index()
 
 
 def efficiency(observations: pd.DataFrame, scaling: str) -> pd.DataFrame:

@@ -72,13 +72,16 @@ def test_a_sweep_packs_cores_into_jobs(slurm_settings, tmp_path, per_node, jobs_
     assert jobs() == []
 
 
-def test_memory_larger_than_a_node_is_refused_at_once(slurm_settings):
-    settings = slurm_settings(max_n_cores=1, mem_per_node="100000GB")
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"mem_per_node": "100000GB"}, "Requested node configuration is not available"),
+    ({"account": "no-such-account"}, "Invalid account"),  # accounting is on: --account is enforced
+], ids=["memory-larger-than-a-node", "invalid-account"])
+def test_a_submission_slurm_would_refuse_fails_at_once(slurm_settings, overrides, message):
+    settings = slurm_settings(max_n_cores=1, **overrides)
     started = time.monotonic()
     [summary] = run_sweep(settings).summaries
     assert summary["status"] == "failed"
-    assert "Slurm refused the worker job" in summary["error"]
-    assert "Requested node configuration is not available" in summary["error"]
+    assert "Slurm refused the worker job" in summary["error"] and message in summary["error"]
     assert time.monotonic() - started < 10
     assert jobs() == []
 
@@ -109,16 +112,6 @@ def test_a_cancelled_worker_job_fails_the_observation_and_the_step_cleanly(slurm
     assert (last["status"] == "failed").all()  # the observation during which the job went away
     assert last["error"].str.contains("lost workers|CancelledError|KilledWorker|OPERATION_TIMEOUT").all()
     store.close()
-    assert jobs() == []
-
-
-def test_an_invalid_account_is_refused_within_seconds(slurm_settings):
-    settings = slurm_settings(max_n_cores=1, account="no-such-account")
-    started = time.monotonic()
-    [summary] = run_sweep(settings).summaries
-    assert summary["status"] == "failed"
-    assert "Slurm refused the worker job" in summary["error"] and "Invalid account" in summary["error"]
-    assert time.monotonic() - started < 10
     assert jobs() == []
 
 

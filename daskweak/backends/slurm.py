@@ -107,7 +107,7 @@ def start(settings: Settings, step: Step) -> SLURMCluster:
 def stop(cluster: SLURMCluster, wait: float = 60.0) -> None:
     """Close the cluster (scancel of its jobs) and wait until Slurm has let the jobs go, so the next step's
     jobs do not queue behind them."""
-    job_ids = [str(w.job_id) for w in cluster.workers.values() if getattr(w, "job_id", None)]
+    job_ids = _job_ids(cluster)
     cluster.close()
     deadline = time.monotonic() + wait
     while job_ids and time.monotonic() < deadline:
@@ -136,5 +136,9 @@ def allocations(job_ids: list[str]) -> list[dict[str, Any]]:
 
 
 def describe(cluster: SLURMCluster) -> dict[str, Any]:
-    job_ids = [str(w.job_id) for w in cluster.workers.values() if getattr(w, "job_id", None)]
-    return {"scheduler": cluster.scheduler_address, "job_script": cluster.job_script(), "jobs": allocations(job_ids)}
+    return {"scheduler": cluster.scheduler_address, "job_script": cluster.job_script(),
+            "jobs": allocations(_job_ids(cluster))}
+
+
+def _job_ids(cluster: SLURMCluster) -> list[str]:
+    return [str(w.job_id) for w in cluster.workers.values() if getattr(w, "job_id", None)]
