@@ -198,8 +198,9 @@ def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
         client.cancel([Future(key, client) for key in list(client.futures)], force=True, reason="OPERATION_TIMEOUT")
 
     watchdog = threading.Timer(limit, expire)
-    watchdog.start()
+    watchdog.daemon = True  # an interrupted run must not wait for it at exit
     try:
+        watchdog.start()
         operation.run()
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
