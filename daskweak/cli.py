@@ -1,4 +1,4 @@
-"""`daskweak run | plan | results`: the benchmark's whole line without Airflow.
+"""`daskweak run | plan | results | k8s-secret`: the benchmark's whole line without Airflow.
 
 Exit codes: 0 success, 1 run failure, 2 bad configuration.
 """
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=cmd_run)
     plan = commands.add_parser("plan", parents=[common], help="print the steps without starting anything")
     plan.set_defaults(command=cmd_plan)
+    secret = commands.add_parser("k8s-secret", parents=[common],
+                                 help="create or update the TLS Secret SECRET_CERT_NAME from CERT_DIR")
+    secret.set_defaults(command=cmd_k8s_secret)
     results = commands.add_parser("results", parents=[common], help="list stored runs or export one")
     results.set_defaults(command=cmd_results)
     results.add_argument("run_id", nargs="?", help="export this run (default: list runs)")
@@ -113,6 +116,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     for path in files:
         console.print(f"  wrote {path}")
     return 0 if result.status == "ok" else 1
+
+
+def cmd_k8s_secret(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.kube_secret import apply_tls_secret
+
+    console.print(f"Secret {apply_tls_secret(settings)} holds CERT_DIR's CA and scheduler certificate "
+                  f"(client certificate: {settings.cert_dir}/client.crt)", highlight=False)
+    return 0
 
 
 def cmd_results(settings: Settings, args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ Every task body is a function of `daskweak.orchestration`; this module only wire
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +32,31 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             url = orch.connection_url(BaseHook.get_connection(conn_id))
         return orch.request(params, url, defaults)
 
+    @contextmanager
+    def kube_credentials(env_file: str | None, overrides: dict[str, Any]) -> Iterator[None]:
+        """On kubernetes, KUBECONFIG points at the Connection KUBE_CONN_ID's credentials while the block runs.
+
+        A Connection with none of the provider's credential fields (the absent `kubernetes_default` among
+        them) changes nothing: KUBECONFIG, then the pod's service account, as kr8s looks them up.
+        """
+        conn_id = orch.kube_conn_id(env_file, overrides)
+        if conn_id is None:
+            yield
+            return
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from daskweak.kubeconfig import exported
+
+        hook = KubernetesHook(conn_id=conn_id)
+        extra = hook.get_connection(conn_id).extra_dejson
+        if not any(extra.get(key) or extra.get(f"extra__kubernetes__{key}") for key in orch.KUBE_CREDENTIAL_FIELDS):
+            yield
+            return
+        with exported(hook.get_conn().configuration):
+            yield
+
     params = {} if nightly else {
+
         "backend": Param(defaults["backend"], type="string", enum=["local", "slurm", "kubernetes"],
                          description="Where the Dask cluster runs."),
         "max_cores": Param(defaults["max_cores"], type="integer", minimum=1, description="MAX_N_CORES"),
@@ -85,8 +111,9 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             context = get_current_context()
             context["cores"] = step["cores"]  # type: ignore[typeddict-unknown-key]
             env_file, overrides = resolve()
-            summary = run_step_isolated({"env_file": env_file, "overrides": overrides, "step": step,
-                                         "run_id": context["run_id"]})
+            with kube_credentials(env_file, overrides):
+                summary = run_step_isolated({"env_file": env_file, "overrides": overrides, "step": step,
+                                             "run_id": context["run_id"]})
             if summary["status"] != "ok":
                 raise RuntimeError(f"step with {step['cores']} cores: {summary['status']}: {summary['error']}")
             return summary
@@ -98,7 +125,9 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
 
         @task(multiple_outputs=False, trigger_rule="all_done")
         def finish(collected: dict[str, Any]) -> str:
-            text = orch.finish(*resolve(), get_current_context()["run_id"], collected)
+            env_file, overrides = resolve()
+            with kube_credentials(env_file, overrides):
+                text = orch.finish(env_file, overrides, get_current_context()["run_id"], collected)
             print(text)
             return text
 

@@ -40,3 +40,7 @@ class BackendUnavailable(DaskweakError):
 
 class WorkersLost(DaskweakError):
     """Workers left the cluster during a step (a job cancelled, a node lost)."""
+
+
+class VersionMismatch(DaskweakError):
+    """Client, scheduler and workers run different versions of packages Dask needs to agree on."""

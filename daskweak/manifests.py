@@ -29,10 +29,14 @@ SCHEDULER_PORT, SCHEDULER_DASHBOARD, WORKER_DASHBOARD = 8786, 8787, 8788
 NOFILE = 65536
 
 
+def run_label(run_id: str) -> str:
+    """A label value naming the run (run ids may hold characters labels refuse)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:8]
+
+
 def cluster_name(settings: Settings, run_id: str, step: Step) -> str:
     """KUBECLUSTER_NAME made unique per run and step, as a DNS-1123 label of at most 63 characters."""
-    digest = hashlib.sha256(run_id.encode()).hexdigest()[:8]
-    suffix = f"-{digest}-s{step.index}"
+    suffix = f"-{run_label(run_id)}-s{step.index}"
     prefix = re.sub(r"[^a-z0-9-]", "-", settings.kubecluster_name.lower())[: 63 - len(suffix)].strip("-")
     return f"{prefix or 'daskweak'}{suffix}"
 
@@ -64,7 +68,13 @@ def _tls_volume(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str
     return [volume], [mount]
 
 
-def worker_pod_spec(settings: Settings, cores: int, memory: int | None) -> dict[str, Any]:
+def scheduler_address(settings: Settings, name: str) -> str:
+    """The in-cluster address workers use; set explicitly because the operator would write tcp:// under TLS."""
+    protocol = "tls" if settings.use_ssl else "tcp"
+    return f"{protocol}://{name}-scheduler.{settings.kube_namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+
+
+def worker_pod_spec(settings: Settings, name: str, cores: int, memory: int | None) -> dict[str, Any]:
     """One pod per node: `cores` cores, worker threads equal to the pod's cores (or one process per core)."""
     processes = cores if settings.worker_mode == "processes" else 1
     args = ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", str(cores // processes),
@@ -75,7 +85,8 @@ def worker_pod_spec(settings: Settings, cores: int, memory: int | None) -> dict[
         resources["requests"]["memory"] = resources["limits"]["memory"] = _kube_memory(memory)
     volumes, mounts = _tls_volume(settings)
     container = {
-        "name": "worker", "image": settings.container_image, "args": _shell(args), "env": _env(settings),
+        "name": "worker", "image": settings.container_image, "args": _shell(args),
+        "env": [*_env(settings), {"name": "DASK_SCHEDULER_ADDRESS", "value": scheduler_address(settings, name)}],
         "resources": resources, "volumeMounts": mounts,
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD, "protocol": "TCP"}],
     }
@@ -112,20 +123,30 @@ def scheduler_spec(settings: Settings, name: str, service_type: str = "ClusterIP
     return {"spec": pod, "service": service}
 
 
+def idle_timeout(settings: Settings) -> int:
+    """The operator deletes a cluster idle this long: the safety net for a step process killed with SIGKILL.
+
+    Longer than any quiet spell of a live step (waiting for workers, then one operation at most).
+    """
+    return int(settings.timeout + settings.operation_timeout + 300)
+
+
 def manifests(settings: Settings, step: Step, run_id: str, service_type: str = "ClusterIP") -> list[dict[str, Any]]:
     """The DaskCluster for the step's largest pods, plus a DaskWorkerGroup for a smaller last node."""
     name = cluster_name(settings, run_id, step)
     largest = max(step.node_cores)
     full = sum(1 for cores in step.node_cores if cores == largest)
     per_core = (step.memory_per_node // settings.node_cores) if step.memory_per_node else None
-    labels = {"app.kubernetes.io/part-of": "daskweak", "daskweak/step": str(step.index)}
+    labels = {"app.kubernetes.io/part-of": "daskweak", "daskweak/run": run_label(run_id),
+              "daskweak/step": str(step.index)}
     cluster = {
         "apiVersion": "kubernetes.dask.org/v1",
         "kind": "DaskCluster",
         "metadata": {"name": name, "namespace": settings.kube_namespace, "labels": labels},
         "spec": {
-            "idleTimeout": 0,
-            "worker": {"replicas": full, "spec": worker_pod_spec(settings, largest, per_core and per_core * largest)},
+            "idleTimeout": idle_timeout(settings),
+            "worker": {"replicas": full,
+                       "spec": worker_pod_spec(settings, name, largest, per_core and per_core * largest)},
             "scheduler": scheduler_spec(settings, name, service_type),
         },
     }
@@ -137,6 +158,6 @@ def manifests(settings: Settings, step: Step, run_id: str, service_type: str = "
             "metadata": {"name": f"{name}-c{cores}", "namespace": settings.kube_namespace, "labels": labels},
             "spec": {"cluster": name, "worker": {
                 "replicas": sum(1 for c in step.node_cores if c == cores),
-                "spec": worker_pod_spec(settings, cores, per_core and per_core * cores)}},
+                "spec": worker_pod_spec(settings, name, cores, per_core and per_core * cores)}},
         })
     return resources

@@ -27,6 +27,10 @@ PARAMS = {
 }
 
 
+# fields of the cncf-kubernetes Connection that carry credentials
+KUBE_CREDENTIAL_FIELDS = ("in_cluster", "kube_config_path", "kube_config")
+
+
 class StepsFailed(DaskweakError):
     """Some steps of the run did not finish cleanly; their rows (if any) are kept."""
 
@@ -113,6 +117,12 @@ def validate(env_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     return settings.public()
 
 
+def kube_conn_id(env_file: str | None, overrides: dict[str, Any]) -> str | None:
+    """The Connection to take Kubernetes credentials from, when the run uses the kubernetes backend."""
+    settings = load_settings(env_file, **overrides)
+    return settings.kube_conn_id if settings.backend == "kubernetes" else None
+
+
 def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
     """Record the run and return one JSON-able step per mapped task."""
     from daskweak.runner import start_run
@@ -164,11 +174,22 @@ def finish(env_file: str | None, overrides: dict[str, Any], run_id: str, collect
         files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
     finally:
         store.close()
+    leftovers = _delete_leftovers(settings, run_id)
     lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
     lines.append(f"run {run_id}: {status}; results in {settings.public()['results_url'] or settings.database_url}")
     lines += [f"  wrote {path}" for path in files]
+    lines += [f"  deleted DaskCluster {name}, left behind by a killed step" for name in leftovers]
     text = "\n".join(lines)
     if collected["failed"]:
         raise StepsFailed(f"{text}\nsteps that failed: cores={collected['failed']}")
     return text
 
+
+
+def _delete_leftovers(settings: Settings, run_id: str) -> list[str]:
+    """A step process killed with SIGKILL cannot delete its DaskCluster; the end of the run does."""
+    if settings.backend != "kubernetes":
+        return []
+    from daskweak.backends.kubernetes import delete_run
+
+    return delete_run(settings, run_id)

@@ -126,7 +126,7 @@ def run_step(
     rows: list[dict[str, Any]] = []
     progress.step_started(step, (settings.warmup + settings.obs_per_iter) * len(settings.suites))
     try:
-        with open_cluster(settings, step) as deployment:
+        with open_cluster(settings, step, run_id) as deployment:
             record |= {
                 "cores_actual": deployment.cores, "workers_actual": deployment.workers,
                 "threads_per_worker": deployment.threads_per_worker,

@@ -134,6 +134,14 @@ class Settings(BaseSettings):
         1, "an integer ≥ 1", "Steps Airflow may run at once (1: steps on shared hardware do not distort each other).",
         ge=1,
     )
+    kube_service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = _setting(
+        "ClusterIP", "ClusterIP, NodePort or LoadBalancer",
+        "Scheduler service type: ClusterIP when the client runs in the cluster, else NodePort/LoadBalancer.",
+    )
+    kube_conn_id: str = _setting(
+        "kubernetes_default", "an Airflow Connection id",
+        "Under Airflow, take Kubernetes credentials from this Connection (then KUBECONFIG, then in-cluster).",
+    )
     step_retries: int = _setting(1, "an integer ≥ 0", "Airflow retries of a failed step.", ge=0)
     step_timeout: float | None = _setting(
         None, "a number of seconds > 0 (empty: no limit)", "Airflow execution_timeout of one step.", gt=0
@@ -292,6 +300,8 @@ def _consistency_problems(v: dict[str, Any]) -> list[Problem]:
         for key in ("kube_namespace", "container_image"):
             if not v.get(key):
                 problems.append(Problem(key.upper(), v.get(key), "a value: it is required when BACKEND=kubernetes"))
+    if backend == "kubernetes" and v.get("use_ssl") and not v.get("secret_cert_name"):
+        problems.append(Problem("SECRET_CERT_NAME", None, "a Secret name: required when USE_SSL=True on kubernetes"))
     if v.get("use_ssl") and not v.get("cert_dir"):
         problems.append(Problem("CERT_DIR", None, "a directory path: it is required when USE_SSL=True"))
     if v.get("step_by") and v.get("max_n_cores") and v["step_by"] > v["max_n_cores"] and v["max_n_cores"] > 1:

@@ -191,3 +191,4 @@ def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monke
     assert 2 <= stuck["duration"] < 20
     assert (rows[rows["operation"] != "stuck"]["status"] == "ok").all(), rows[["operation", "error"]]
     assert clock.monotonic() - started < 60
+

@@ -14,7 +14,7 @@ import pytest
 from daskweak.plan import make_plan
 from daskweak.runner import run_step, run_sweep
 from daskweak.store import ResultStore
-from tests.conftest import assert_tls_only, need
+from tests.conftest import assert_tls_only, need, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,3 +211,19 @@ def test_exclusive_nodes_hold_the_whole_node_and_threads_mode_runs_one_worker_pe
     assert (two["workers_actual"], two["threads_per_worker"], two["cores_actual"]) == (1, 2, 2)
     assert two["details"]["scheduler"].startswith("tcp://127.0.0.1:")  # NET_INTERFACE=lo
     assert jobs() == []
+
+
+def test_workers_sourcing_another_environment_fail_the_step_naming_the_packages(slurm_settings, tmp_path):
+    """The origin's common failure, for real: ENV_TO_SOURCE gives the workers another toolz distribution."""
+    shadow = tmp_path / "other-env" / "toolz-0.0.1.dist-info"
+    shadow.mkdir(parents=True)
+    (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: toolz\nVersion: 0.0.1\n")
+    activate = tmp_path / "activate"
+    activate.write_text(f"export PYTHONPATH={shadow.parent}\n")
+    settings = slurm_settings(env_to_source=str(activate), max_n_cores=1, suites="tasks", obs_per_iter=1)
+    result = run_sweep(settings)
+    [summary] = result.summaries
+    assert result.status == "failed" and summary["status"] == "failed"
+    assert "different versions of toolz" in summary["error"] and "workers 0.0.1" in summary["error"]
+    assert "numpy" not in summary["error"]  # only what differs is named
+    assert wait_until(lambda: not jobs(), 60)

@@ -1,4 +1,4 @@
-"""Backends: each is one small module with `start(settings, step) -> Cluster`; opening and waiting live in base."""
+"""Backends: one small module each, `start(settings, step, run_id) -> cluster`; opening and waiting live in base."""
 
 from __future__ import annotations
 

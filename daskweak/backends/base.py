@@ -6,15 +6,18 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from distributed import Client
 
 from daskweak.backends import get_backend
-from daskweak.errors import ScaleTimeout
+from daskweak.errors import ScaleTimeout, VersionMismatch
 from daskweak.plan import Step
 from daskweak.settings import Settings
 from daskweak.signals import interrupts_raise
+
+VERSION_CHECKED = ["pyarrow"]  # beyond distributed's own list (dask, distributed, msgpack, …, numpy, pandas)
 
 
 @dataclass
@@ -29,16 +32,55 @@ class Deployment:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def connect(backend: ModuleType, cluster: Any, settings: Settings) -> Client:
+    """A backend whose cluster is not a dask Cluster object (Kubernetes) brings its own `connect`."""
+    if hasattr(backend, "connect"):
+        return backend.connect(cluster, settings)
+    return Client(cluster, **backend.client_options(settings))
+
+
+def version_mismatches(versions: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(package, client, scheduler, workers) for every package whose versions differ.
+
+    Python counts by major.minor: a patch release does not change what cloudpickle sends.
+    """
+    def packages(info: dict[str, Any] | None) -> dict[str, str]:
+        found = dict((info or {}).get("packages") or {})
+        found["python"] = ".".join(str(found.get("python", "?")).split(".")[:2])
+        return {name: str(version) for name, version in found.items()}
+
+    client, scheduler = packages(versions["client"]), packages(versions["scheduler"])
+    workers = [packages(info) for info in versions["workers"].values()]
+    rows = []
+    for name in sorted(set(client) | set(scheduler) | {n for w in workers for n in w}):
+        seen = {side.get(name, "MISSING") for side in (client, scheduler, *workers)}
+        if len(seen) > 1:
+            worker_seen = ", ".join(sorted({w.get(name, "MISSING") for w in workers}))
+            rows.append((name, client.get(name, "MISSING"), scheduler.get(name, "MISSING"), worker_seen))
+    return rows
+
+
+def check_versions(client: Client) -> None:
+    """Client, scheduler and workers must run the same packages (the origin's most common Kubernetes failure)."""
+    rows = version_mismatches(client.get_versions(packages=VERSION_CHECKED))
+    if rows:
+        table = "\n".join(f"  {name}: client {c}, scheduler {s}, workers {w}" for name, c, s, w in rows)
+        raise VersionMismatch(
+            f"client, scheduler and workers run different versions of {', '.join(r[0] for r in rows)}; build "
+            f"the image (and the workers' environment) from requirements.lock:\n{table}"
+        )
+
+
 @contextmanager
-def open_cluster(settings: Settings, step: Step) -> Iterator[Deployment]:
+def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Iterator[Deployment]:
     """Start the step's cluster, wait for all planned workers, and close it on success, error or SIGTERM."""
     backend = get_backend(settings.backend)
     with ExitStack() as stack:
         stack.enter_context(interrupts_raise())
         requested = time.perf_counter()
-        cluster = backend.start(settings, step)
+        cluster = backend.start(settings, step, run_id)
         stack.callback(backend.stop, cluster)
-        client = stack.enter_context(Client(cluster, **backend.client_options(settings)))
+        client = stack.enter_context(connect(backend, cluster, settings))
         remaining = settings.timeout - (time.perf_counter() - requested)
         with suppress(TimeoutError):
             client.wait_for_workers(step.workers, timeout=max(remaining, 0.001))
@@ -46,10 +88,12 @@ def open_cluster(settings: Settings, step: Step) -> Iterator[Deployment]:
         present = len(client.scheduler_info()["workers"])
         if present < step.workers or ready > settings.timeout:
             # TIMEOUT counts from the request, so slow cluster start-up counts against it too.
+            why = f": {backend.not_ready(cluster)}" if hasattr(backend, "not_ready") else ""
             raise ScaleTimeout(
                 f"{present} of {step.workers} workers for {step.cores} cores after {ready:.1f}s "
-                f"(TIMEOUT={settings.timeout:g}s)"
+                f"(TIMEOUT={settings.timeout:g}s){why}"
             )
+        check_versions(client)
         threads = [w["nthreads"] for w in client.scheduler_info()["workers"].values()]
         yield Deployment(
             client=client,

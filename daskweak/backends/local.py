@@ -26,7 +26,7 @@ def worker_specs(template: dict[str, Any], step: Step, processes: bool) -> dict[
     return specs
 
 
-def start(settings: Settings, step: Step) -> LocalCluster:
+def start(settings: Settings, step: Step, run_id: str) -> LocalCluster:
     """Every worker is its own OS process, like a node's; WORKER_MODE only decides its threads.
 
     In-process (threaded) workers would share the GIL with the scheduler and the client and measure them.

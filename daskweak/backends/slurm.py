@@ -81,7 +81,7 @@ def check_submission(script: str) -> None:
         raise SubmissionRefused(f"Slurm refused the worker job: {message}")
 
 
-def start(settings: Settings, step: Step) -> SLURMCluster:
+def start(settings: Settings, step: Step, run_id: str) -> SLURMCluster:
     """One job per planned node; a smaller last node gets a smaller job (jobqueue's specs are per job)."""
     Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
     largest = max(step.node_cores)
