@@ -123,14 +123,6 @@ def scheduler_spec(settings: Settings, name: str, service_type: str = "ClusterIP
     return {"spec": pod, "service": service}
 
 
-def idle_timeout(settings: Settings) -> int:
-    """The operator deletes a cluster idle this long: the safety net for a step process killed with SIGKILL.
-
-    Longer than any quiet spell of a live step (waiting for workers, then one operation at most).
-    """
-    return int(settings.timeout + settings.operation_timeout + 300)
-
-
 def manifests(settings: Settings, step: Step, run_id: str, service_type: str = "ClusterIP") -> list[dict[str, Any]]:
     """The DaskCluster for the step's largest pods, plus a DaskWorkerGroup for a smaller last node."""
     name = cluster_name(settings, run_id, step)
@@ -144,7 +136,7 @@ def manifests(settings: Settings, step: Step, run_id: str, service_type: str = "
         "kind": "DaskCluster",
         "metadata": {"name": name, "namespace": settings.kube_namespace, "labels": labels},
         "spec": {
-            "idleTimeout": idle_timeout(settings),
+            "idleTimeout": 0,  # the operator's idle check hangs its deletion when the scheduler is down
             "worker": {"replicas": full,
                        "spec": worker_pod_spec(settings, name, largest, per_core and per_core * largest)},
             "scheduler": scheduler_spec(settings, name, service_type),

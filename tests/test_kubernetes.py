@@ -1,0 +1,200 @@
+"""The kubernetes backend against a real API server with the Dask operator, taken from KUBECONFIG.
+
+CI gets one from ../shared/k8s-local/up (see .ci/run); without one these tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from daskweak.plan import make_plan
+from daskweak.runner import run_sweep
+from daskweak.store import ResultStore
+from tests.conftest import assert_tls_only, need, wait_until
+
+SCHEDULER_PORT = 8786
+
+
+@pytest.fixture(scope="module")
+def kube():
+    """The API server of KUBECONFIG, checked to answer and to serve the Dask operator's CRDs."""
+    config = os.environ.get("KUBECONFIG")
+    if not config or not os.path.exists(config):
+        need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")
+    probe = subprocess.run([sys.executable, "-c", "import kr8s; print(kr8s.get('crds', 'daskclusters.kubernetes.dask.org'))"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        need(f"the cluster of KUBECONFIG={config} does not answer or lacks the Dask operator's CRDs: "
+             f"{probe.stderr.strip()[-500:]}")
+    return config
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture
+def namespace(kube):
+    name = f"dw-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    left = daskclusters(name)
+    kubectl("delete", "namespace", name, "--wait=false")
+    assert left == [], f"a test left DaskClusters behind: {left}"
+
+
+def daskclusters(namespace: str) -> list[str]:
+    return kubectl("get", "daskclusters", "-n", namespace, "-o", "name").split()
+
+
+@pytest.fixture
+def kube_settings(small, namespace, tmp_path):
+    def make(**overrides):
+        return small(**({"backend": "kubernetes", "kube_namespace": namespace, "container_image": "daskweak:test",
+                         "kube_service_type": "LoadBalancer", "max_n_cores": 2, "suites": "tasks",
+                         "obs_per_iter": 1, "timeout": 90} | overrides))
+
+    return make
+
+
+@pytest.fixture
+def tls_settings(kube_settings, tmp_path):
+    def make(**overrides):
+        return kube_settings(**({"use_ssl": True, "cert_dir": str(tmp_path / "certs"),
+                                 "secret_cert_name": "dw-tls"} | overrides))
+
+    return make
+
+
+def create_secret(settings) -> None:
+    from daskweak.cli import main
+
+    assert main(["k8s-secret", "--set", f"KUBE_NAMESPACE={settings.kube_namespace}", "--set", "USE_SSL=True",
+                 "--set", f"CERT_DIR={settings.cert_dir}", "--set", f"SECRET_CERT_NAME={settings.secret_cert_name}",
+                 "--set", "BACKEND=kubernetes", "--set", "CONTAINER_IMAGE=x"]) == 0
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_a_sweep_runs_on_one_then_two_worker_pods_and_leaves_nothing(kube_settings, tls_settings, tls):
+    settings = tls_settings() if tls else kube_settings()
+    if tls:
+        create_secret(settings)
+    result = run_sweep(settings)
+    assert result.status == "ok", [s["error"] for s in result.summaries]
+    store = ResultStore(settings.database_url)
+    steps = store.steps(result.run_id)
+    assert list(steps["cores_actual"]) == [1, 2] and list(steps["workers_actual"]) == [1, 2]
+    names = [details["daskcluster"] for details in steps["details"]]
+    assert len(set(names)) == 2 and all(len(n) <= 63 for n in names)
+    assert all(details["scheduler"].startswith("tls://" if tls else "tcp://") for details in steps["details"])
+    assert len(store.observations(result.run_id)) == 2 * 4 * 2
+    store.close()
+    assert daskclusters(settings.kube_namespace) == []
+    assert kubectl("get", "pods", "-n", settings.kube_namespace, "-o", "name") == ""
+
+
+def test_tls_pods_refuse_a_plaintext_client_and_mount_the_secret(tls_settings):
+    from daskweak.backends.base import open_cluster
+
+    settings = tls_settings(max_n_cores=1)
+    create_secret(settings)
+    [step] = make_plan(settings)
+    with open_cluster(settings, step, "tls-check") as deployment:
+        assert_tls_only(deployment)
+        (mounted,) = deployment.client.run(lambda: sorted(os.listdir("/etc/dask/tls"))).values()
+        assert mounted == ["ca.crt", "tls.crt", "tls.key"]
+    assert daskclusters(settings.kube_namespace) == []
+
+
+def test_the_tls_secret_must_exist_and_match_cert_dir(tls_settings, tmp_path):
+    settings = tls_settings()
+    [summary, *_] = run_sweep(settings).summaries
+    assert "SECRET_CERT_NAME='dw-tls': no such Secret" in summary["error"] and "k8s-secret" in summary["error"]
+    create_secret(settings)
+    other = tls_settings(cert_dir=str(tmp_path / "other-ca"))
+    [summary, *_] = run_sweep(other).summaries
+    assert "holds a different CA than CERT_DIR" in summary["error"]
+    assert daskclusters(settings.kube_namespace) == []
+
+
+def test_a_crashing_scheduler_is_reported_within_timeout(tls_settings):
+    """A Secret whose key does not load: the scheduler exits at start, again and again."""
+    settings = tls_settings(timeout=15, max_n_cores=1)
+    create_secret(settings)
+    broken = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n").decode()
+    kubectl("patch", "secret", "dw-tls", "-n", settings.kube_namespace, "-p", json.dumps({"data": {"tls.key": broken}}))
+    [summary] = run_sweep(settings).summaries  # returns (pytest-timeout would catch a hang)
+    assert summary["status"] == "failed" and "TIMEOUT=15s" in summary["error"]
+    assert "scheduler pod" in summary["error"] and ("CrashLoopBackOff" in summary["error"] or
+                                                    "terminated" in summary["error"]), summary["error"]
+    assert daskclusters(settings.kube_namespace) == []
+
+
+def test_a_scheduler_that_stays_pending_is_reported_within_timeout(kube_settings):
+    """Something else holds the scheduler's port on the node: the pod cannot start (k8s-local: PortInUse)."""
+    settings = kube_settings(timeout=10, max_n_cores=1)
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            blocker.bind(("0.0.0.0", SCHEDULER_PORT))
+        except OSError:
+            pytest.skip(f"port {SCHEDULER_PORT} is busy on this host already")
+        blocker.listen()
+        [summary] = run_sweep(settings).summaries
+    assert summary["status"] == "failed" and "TIMEOUT=10s" in summary["error"]
+    assert "Pending" in summary["error"], summary["error"]
+    assert daskclusters(settings.kube_namespace) == []
+
+
+def _step_process_started(namespace: str) -> bool:
+    return bool(daskclusters(namespace))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
+    """SIGTERM: the step deletes its cluster. SIGKILL: the end of the run (the DAG's finish task) does."""
+    from daskweak import orchestration
+    from daskweak.isolated import run_step_isolated
+
+    settings = kube_settings(max_n_cores=1, obs_per_iter=200)
+    [step] = make_plan(settings)
+    overrides = {k: v for k, v in settings.model_dump(mode="json").items() if v is not None}
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            run_step_isolated({"env_file": None, "overrides": overrides, "step": step.as_dict(), "run_id": "killed"})
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: _step_process_started(settings.kube_namespace), 60, 0.5)
+    import psutil
+
+    [child] = [p for p in psutil.Process().children() if "daskweak.isolated" in " ".join(p.cmdline())]
+    time.sleep(3)  # let it measure
+    child.send_signal(sig)
+    thread.join(120)
+    assert "error" in outcome  # no summary: the step did not finish
+    if sig == signal.SIGKILL:
+        assert daskclusters(settings.kube_namespace) != []  # nobody could delete it …
+        from daskweak.backends.kubernetes import delete_run
+
+        assert len(delete_run(settings, "killed")) == 1  # … until the run ends
+        assert orchestration.kube_conn_id(None, overrides) == "kubernetes_default"
+    assert wait_until(lambda: not daskclusters(settings.kube_namespace), 60, 0.5)
