@@ -32,8 +32,8 @@ def kube():
     config = os.environ.get("KUBECONFIG")
     if not config or not os.path.exists(config):
         need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")
-    probe = subprocess.run([sys.executable, "-c", "import kr8s; print(kr8s.get('crds', 'daskclusters.kubernetes.dask.org'))"],
-                           capture_output=True, text=True, timeout=60)
+    code = "import kr8s; print(kr8s.get('crds', 'daskclusters.kubernetes.dask.org'))"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
         need(f"the cluster of KUBECONFIG={config} does not answer or lacks the Dask operator's CRDs: "
              f"{probe.stderr.strip()[-500:]}")
