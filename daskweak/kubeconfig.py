@@ -32,7 +32,8 @@ def from_configuration(configuration: Any) -> dict[str, Any]:
     if configuration.cert_file:
         user["client-certificate-data"] = _inline(configuration.cert_file)
         user["client-key-data"] = _inline(configuration.key_file)
-    token = configuration.get_api_key_with_prefix("authorization") or ""
+    # kubernetes-client keeps the token under "BearerToken" (older releases: "authorization")
+    token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization") or ""
     scheme, _, value = token.partition(" ")
     if token:
         user["token"] = value if scheme.lower() == "bearer" else token

@@ -198,3 +198,30 @@ def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
         assert len(delete_run(settings, "killed")) == 1  # … until the run ends
         assert orchestration.kube_conn_id(None, overrides) == "kubernetes_default"
     assert wait_until(lambda: not daskclusters(settings.kube_namespace), 60, 0.5)
+
+
+def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection(kube, namespace, tmp_path):
+    """KUBECONFIG is unset for Airflow: the only way to the cluster is the Connection KUBE_CONN_ID."""
+    import yaml
+
+    from tests.airflow_harness import SMALL_ENV, AirflowHome
+
+    env_file = tmp_path / "bench.env"
+    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nKUBE_NAMESPACE={namespace}\n"
+                        "CONTAINER_IMAGE=daskweak:test\nKUBE_SERVICE_TYPE=LoadBalancer\nKUBE_CONN_ID=bench_k8s\n")
+    inline = yaml.safe_load(open(kube).read())  # the Connection carries the kubeconfig itself
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config": inline}}
+    airflow = AirflowHome(tmp_path / "home", env_file,
+                          extra={"AIRFLOW_CONN_BENCH_K8S": json.dumps(connection), "HOME": str(tmp_path)})
+    airflow.env.pop("KUBECONFIG", None)
+    airflow.run("db", "migrate", check=True)
+    airflow.run("dags", "test", "dask_weak_scaling", "-c", '{"backend": "kubernetes", "max_cores": 2}', check=True)
+    airflow.run("dags", "test", "dask_weak_scaling_nightly", env={"BACKEND": "kubernetes", "MAX_N_CORES": "1"},
+                check=True)
+    store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
+    runs = store.runs()
+    assert sorted(runs["backend"]) == ["kubernetes", "kubernetes"] and set(runs["status"]) == {"ok"}
+    manual = airflow.latest_run_id("dask_weak_scaling")
+    assert list(store.steps(manual)["workers_actual"]) == [1, 2]
+    store.close()
+    assert daskclusters(namespace) == []
