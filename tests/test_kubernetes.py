@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -209,7 +210,7 @@ def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection
     env_file = tmp_path / "bench.env"
     env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nKUBE_NAMESPACE={namespace}\n"
                         "CONTAINER_IMAGE=daskweak:test\nKUBE_SERVICE_TYPE=LoadBalancer\nKUBE_CONN_ID=bench_k8s\n")
-    inline = yaml.safe_load(open(kube).read())  # the Connection carries the kubeconfig itself
+    inline = yaml.safe_load(Path(kube).read_text())  # the Connection carries the kubeconfig itself
     connection = {"conn_type": "kubernetes", "extra": {"kube_config": inline}}
     airflow = AirflowHome(tmp_path / "home", env_file,
                           extra={"AIRFLOW_CONN_BENCH_K8S": json.dumps(connection), "HOME": str(tmp_path)})
