@@ -1,0 +1,461 @@
+"""The Helm chart charts/daskweak, rendered and linted by Helm's own engine (helm-python-sdk: the Helm v4 Go SDK
+through ctypes, no helm binary), checked against the Kubernetes schemas and against what the benchmark needs;
+with KUBECONFIG (../shared/k8s-local), applied to a real API server and used by a sweep as its ServiceAccount."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+
+from daskweak.settings import Settings
+from daskweak.tls import ensure_certificates
+from tests.conftest import need
+
+CHART = Path(__file__).resolve().parents[1] / "charts" / "daskweak"
+AIRFLOW_EXAMPLE = CHART / "examples" / "airflow-values.yaml"
+KUBERNETES = "1.37.0"  # the newest schema set kubernetes-validate ships
+NAMESPACE = "bench"
+SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+def render(values=None, release="daskweak", namespace=NAMESPACE):
+    """`helm template`: every rendered object, NOTES.txt left out."""
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name=release, namespace=namespace)
+    return [doc for name, text in sorted(manifests.items()) if not name.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+def notes(values=None):
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name="daskweak", namespace=NAMESPACE)["daskweak/templates/NOTES.txt"]
+
+
+def by_kind(objects):
+    kinds = {}
+    for obj in objects:
+        assert obj["kind"] not in kinds, f"two {obj['kind']} objects"
+        kinds[obj["kind"]] = obj
+    return kinds
+
+
+def validate(objects):
+    for obj in objects:
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        assert obj["metadata"]["namespace"] == NAMESPACE
+
+
+def lint_problems(values=None, strict=True):
+    """`helm lint [--strict]`: the findings above info level (1), as text."""
+    report = helm.lint(CHART, values, strict=strict, namespace=NAMESPACE)
+    assert report["total_charts_linted"] == 1
+    return [f"{m['path']}: {m['error']}" for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+
+
+@pytest.fixture(scope="module")
+def cert_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("certs")
+    ensure_certificates(path, hosts=[f"*.{NAMESPACE}.svc.cluster.local", f"*.{NAMESPACE}.svc"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tls_values(cert_dir):
+    """What `--set tls.enabled=true --set-file tls.caCrt=... tls.tlsCrt=... tls.tlsKey=...` gives."""
+    return {"tls": {"enabled": True, "caCrt": (cert_dir / "ca.crt").read_text(),
+                    "tlsCrt": (cert_dir / "scheduler.crt").read_text(),
+                    "tlsKey": (cert_dir / "scheduler.key").read_text()}}
+
+
+def allows(role, group, resource, verb, name=None):
+    """Kubernetes RBAC's decision for one request, from the Role's rules."""
+    for rule in role["rules"]:
+        if (group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]
+                and (not rule.get("resourceNames") or name in rule["resourceNames"])):
+            return True
+    return False
+
+
+# --- rendering -------------------------------------------------------------------------------------------
+
+
+def test_defaults_render_account_role_binding_and_configmap():
+    objects = render()
+    validate(objects)
+    kinds = by_kind(objects)
+    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
+    account = kinds["ServiceAccount"]["metadata"]["name"]
+    assert account == "daskweak"
+    binding = kinds["RoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": kinds["Role"]["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    data = kinds["ConfigMap"]["data"]
+    assert data["BACKEND"] == "kubernetes"
+    assert data["KUBE_NAMESPACE"] == NAMESPACE
+    assert data["CONTAINER_IMAGE"] == "ghcr.io/daskweak/daskweak:0.1.0"
+    assert data["KUBE_SERVICE_TYPE"] == "ClusterIP"
+    assert "SCHEDULER_HOST" not in data  # empty: left out, the setting's default applies
+    assert "USE_SSL" not in data and "RESULTS_URL" not in data
+
+
+def test_names_follow_the_release_and_an_existing_service_account():
+    kinds = by_kind(render(release="nightly"))
+    assert kinds["ConfigMap"]["metadata"]["name"] == "nightly-daskweak"
+    kinds = by_kind(render({"serviceAccount": {"create": False, "name": "benchmark"}}))
+    assert "ServiceAccount" not in kinds
+    assert kinds["RoleBinding"]["subjects"][0]["name"] == "benchmark"
+
+
+def test_role_grants_what_the_benchmark_does_and_no_more():
+    role = by_kind(render())["Role"]
+    group = "kubernetes.dask.org"
+    for resource in ("daskclusters", "daskworkergroups"):
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert allows(role, group, resource, verb), (resource, verb)
+    for resource in ("pods", "services"):
+        for verb in ("get", "list", "watch"):
+            assert allows(role, "", resource, verb), (resource, verb)
+    # check_tls_secret and `daskweak k8s-secret` on an existing Secret; kr8s' Secret.get is a list with
+    # fieldSelector metadata.name, which RBAC matches against resourceNames.
+    for verb in ("get", "list", "patch"):
+        assert allows(role, "", "secrets", verb, "daskweak-tls")
+        assert not allows(role, "", "secrets", verb, "someone-elses-secret")
+    assert not allows(role, "", "secrets", "list")  # a list of all Secrets names none
+    assert allows(role, "", "secrets", "create", "daskweak-tls")
+    for resource, verb in [("secrets", "watch"), ("secrets", "delete"), ("pods", "create"),
+                           ("pods", "delete"), ("pods/exec", "create"), ("services", "create"),
+                           ("configmaps", "get")]:
+        assert not allows(role, "", resource, verb, "daskweak-tls"), (resource, verb)
+    for rule in role["rules"]:
+        assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+
+
+def test_role_follows_the_tls_secret_name(tls_values):
+    values = {"tls": {**tls_values["tls"], "secretName": "dask-certs"}}
+    role = by_kind(render(values))["Role"]
+    assert allows(role, "", "secrets", "get", "dask-certs")
+    assert not allows(role, "", "secrets", "get", "daskweak-tls")
+
+
+def test_configmap_holds_only_real_settings_that_validate(cert_dir, tls_values):
+    for values in (None, tls_values, {"cronjob": {"enabled": True}}):
+        data = by_kind(render(values))["ConfigMap"]["data"]
+        assert set(data) <= SETTING_NAMES, set(data) - SETTING_NAMES
+        settings = Settings(_env_file=None, **{key.lower(): value for key, value in data.items()})
+        assert settings.backend == "kubernetes"
+        assert settings.kube_namespace == NAMESPACE
+        assert settings.use_ssl is (values is tls_values)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    described = set(schema["properties"]["settings"]["properties"])
+    assert described <= SETTING_NAMES, described - SETTING_NAMES
+    assert "RESULTS_URL" not in described  # it may hold a password: results.existingSecret
+
+
+def test_numbers_and_booleans_reach_the_configmap_as_settings_read_them():
+    # Helm hands numbers to templates as float64: 6000000 must not become "6e+06".
+    values = helm.values_from_yaml("settings:\n  PROBLEM_SIZE_DATAFRAMES: 6000000\n  TIMEOUT: 90.5\n"
+                                   "  VERBOSE: true\n  MAX_N_CORES: 64\n  STEP_BY: 16\n  MEM_PER_NODE: 300\n")
+    data = by_kind(render(values))["ConfigMap"]["data"]
+    assert (data["PROBLEM_SIZE_DATAFRAMES"], data["TIMEOUT"], data["VERBOSE"]) == ("6000000", "90.5", "true")
+    settings = Settings(_env_file=None, **{key.lower(): value for key, value in data.items()})
+    assert settings.problem_size_dataframes == 6_000_000
+    assert settings.timeout == 90.5 and settings.verbose is True
+    assert settings.mem_per_node_bytes == 300 * 2**30
+
+
+def test_tls_secret_from_pem_values(cert_dir, tls_values):
+    objects = render(tls_values)
+    validate(objects)
+    kinds = by_kind(objects)
+    secret = kinds["Secret"]
+    assert secret["type"] == "kubernetes.io/tls"
+    assert secret["metadata"]["name"] == "daskweak-tls"
+    files = {"ca.crt": "ca.crt", "tls.crt": "scheduler.crt", "tls.key": "scheduler.key"}
+    assert {key: base64.b64decode(value) for key, value in secret["data"].items()} == {
+        key: (cert_dir / name).read_bytes() for key, name in files.items()}
+    data = kinds["ConfigMap"]["data"]
+    assert (data["USE_SSL"], data["SECRET_CERT_NAME"]) == ("true", "daskweak-tls")
+    assert data["CERT_DIR"].startswith("/")
+    configmap = yaml.safe_dump(kinds["ConfigMap"])
+    key = (cert_dir / "scheduler.key").read_text()
+    assert "PRIVATE KEY" not in configmap
+    for secret_text in (key, base64.b64encode(key.encode()).decode(), key.splitlines()[1]):
+        assert secret_text not in configmap
+
+
+def test_tls_needs_the_three_pems(tls_values):
+    for missing in ("caCrt", "tlsCrt", "tlsKey"):
+        values = {"tls": {**tls_values["tls"], missing: ""}}
+        with pytest.raises(helm.HelmRenderError, match=re.escape(f"tls.{missing} is required")):
+            render(values)
+
+
+def test_tls_with_an_existing_secret_only_configures_the_benchmark():
+    kinds = by_kind(render({"tls": {"enabled": True, "create": False, "secretName": "made-by-k8s-secret"}}))
+    assert "Secret" not in kinds
+    assert kinds["ConfigMap"]["data"]["SECRET_CERT_NAME"] == "made-by-k8s-secret"
+    assert "daskweak k8s-secret" in notes({"tls": {"enabled": True, "create": False}})
+
+
+def test_cronjob_runs_the_sweep_as_the_service_account():
+    objects = render({"cronjob": {"enabled": True}})
+    validate(objects)
+    kinds = by_kind(objects)
+    cron = kinds["CronJob"]["spec"]
+    assert cron["schedule"] == "0 2 * * *"
+    assert cron["concurrencyPolicy"] == "Forbid"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == kinds["ServiceAccount"]["metadata"]["name"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    assert "initContainers" not in pod
+    [container] = pod["containers"]
+    assert container["image"] == kinds["ConfigMap"]["data"]["CONTAINER_IMAGE"]
+    assert container["command"] == ["daskweak", "run"]
+    assert container["envFrom"] == [{"configMapRef": {"name": kinds["ConfigMap"]["metadata"]["name"]}}]
+    assert {"name": "RES_DIR", "value": "/results"} in container["env"]
+    assert not any(env["name"] == "RESULTS_URL" for env in container["env"])
+    assert container["resources"]["limits"]["memory"]
+    assert {"name": "results", "mountPath": "/results"} in container["volumeMounts"]
+    assert {"name": "results", "emptyDir": {}} in pod["volumes"]
+
+
+def test_cronjob_results_from_a_secret_and_a_claim():
+    values = {"cronjob": {"enabled": True, "schedule": "@daily"},
+              "results": {"existingSecret": "results-db", "persistentVolumeClaim": "daskweak-results"}}
+    objects = render(values)
+    validate(objects)
+    pod = by_kind(objects)["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert {"name": "RESULTS_URL", "valueFrom": {"secretKeyRef": {"name": "results-db", "key": "RESULTS_URL"}}} \
+        in pod["containers"][0]["env"]
+    assert {"name": "results", "persistentVolumeClaim": {"claimName": "daskweak-results"}} in pod["volumes"]
+
+
+def test_cronjob_with_tls_needs_the_client_secret(tls_values):
+    values = {"cronjob": {"enabled": True}, **tls_values}
+    with pytest.raises(helm.HelmRenderError, match=re.escape("tls.clientSecretName is required")):
+        render(values)
+
+
+def test_cronjob_with_tls_copies_the_client_certificates_into_a_writable_cert_dir(tmp_path, cert_dir, tls_values):
+    values = {"cronjob": {"enabled": True}, "tls": {**tls_values["tls"], "clientSecretName": "client-tls"}}
+    objects = render(values)
+    validate(objects)
+    kinds = by_kind(objects)
+    pod = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "initContainers" not in pod
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    assert volumes[mounts["/etc/daskweak/client-tls"]]["secret"]["secretName"] == "client-tls"
+    cert_dir_path = kinds["ConfigMap"]["data"]["CERT_DIR"]
+    assert "emptyDir" in volumes[mounts[str(Path(cert_dir_path).parent)]]
+    assert container["command"][:2] == ["sh", "-c"] and container["command"][2].endswith("exec daskweak run")
+
+    # Run the container's script on files laid out like the Secret volume (read-only, group-readable), with
+    # `daskweak run` replaced by what it does first with CERT_DIR: build the client's Security.
+    secret_dir, target = tmp_path / "secret", tmp_path / "client" / "certs"
+    secret_dir.mkdir()
+    for name in ("ca.crt", "ca.key", "client.crt", "client.key"):
+        shutil.copy(cert_dir / name, secret_dir / name)
+        (secret_dir / name).chmod(0o440)
+    probe = (f"{sys.executable} -c 'from pathlib import Path; from daskweak.tls import security; "
+             f"print(security(Path(\"{target}\")).tls_client_cert)'")
+    script = container["command"][2].replace("/etc/daskweak/client-tls", str(secret_dir))
+    script = script.replace("exec daskweak run", f"exec {probe}")
+    done = subprocess.run(["sh", "-c", script], env={**os.environ, "CERT_DIR": str(target)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (target / "ca.crt").read_bytes() == (cert_dir / "ca.crt").read_bytes()  # the Secret's CA is kept
+    assert (target / "client.crt").read_bytes() == (cert_dir / "client.crt").read_bytes()
+    assert (target / "client.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_tls_secret_alone_is_not_a_client_cert_dir(tmp_path, cert_dir):
+    """Why the CronJob takes a second Secret with ca.key: with the kubernetes.io/tls keys only, the client
+    would mint a CA of its own, which the scheduler (trusting the Secret's ca.crt) would refuse."""
+    shutil.copy(cert_dir / "ca.crt", tmp_path / "ca.crt")
+    paths = ensure_certificates(tmp_path)
+    ca = x509.load_pem_x509_certificate(paths["ca"][0].read_bytes())
+    original = x509.load_pem_x509_certificate((cert_dir / "ca.crt").read_bytes())
+    assert ca.fingerprint(ca.signature_hash_algorithm) != original.fingerprint(original.signature_hash_algorithm)
+
+
+# --- lint and schema -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+def test_lint_is_clean(strict, tls_values):
+    assert lint_problems(None, strict) == []
+    assert lint_problems(tls_values, strict) == []
+    with_cron = {"cronjob": {"enabled": True}, "tls": {**tls_values["tls"], "clientSecretName": "client-tls"}}
+    assert lint_problems(with_cron, strict) == []
+
+
+def test_schema_is_draft_07_and_accepts_the_defaults():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    assert schema["additionalProperties"] is False
+    jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+SCHEMA_VIOLATIONS = [
+    ("cronjob:\n  schedule: 5\n", "/cronjob/schedule"),
+    ("cronjob:\n  schedule: every night\n", "/cronjob/schedule"),
+    ("replicas: 3\n", "replicas"),
+    ("settings:\n  MAX_N_CORE: 8\n", "MAX_N_CORE"),
+    ("settings:\n  STEP_BY: 0\n", "/settings/STEP_BY"),
+    ("settings:\n  SUITES: arrays,graphs\n", "/settings/SUITES"),
+    ("settings:\n  KUBE_SERVICE_TYPE: Ingress\n", "/settings/KUBE_SERVICE_TYPE"),
+    ("settings:\n  RESULTS_URL: postgresql://u:secret@db/bench\n", "RESULTS_URL"),
+    ("settings:\n  KUBE_NAMESPACE: other\n", "/settings/KUBE_NAMESPACE"),
+    ("tls:\n  enabled: yes please\n", "/tls/enabled"),
+    ("image:\n  pullPolicy: Sometimes\n", "/image/pullPolicy"),
+]
+
+
+@pytest.mark.parametrize(("text", "named"), SCHEMA_VIOLATIONS,
+                         ids=[text.replace("\n  ", ".").strip() for text, _ in SCHEMA_VIOLATIONS])
+def test_schema_rejects_a_values_file_naming_the_value(tmp_path, text, named):
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(text)
+    values = helm.values_from_yaml(values_file.read_text())
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmValuesError, match=re.escape(named)):
+            chart.validate_schema(values)
+        with pytest.raises(helm.HelmValuesError, match=re.escape(named)):  # `helm template -f values.yaml`
+            chart.render(values, name="daskweak", namespace=NAMESPACE)
+    assert any(named in problem for problem in lint_problems(values))
+
+
+# --- notes and the Airflow example -----------------------------------------------------------------------
+
+
+def test_notes_tell_how_to_install_the_operator_and_run():
+    text = notes()
+    assert "helm repo add dask https://helm.dask.org" in text
+    assert "helm install --create-namespace -n dask-operator --generate-name dask/dask-kubernetes-operator" in text
+    assert "daskweak k8s-secret" in text
+    assert "kubectl -n bench create job --from=cronjob/daskweak" in notes({"cronjob": {"enabled": True}})
+
+
+def test_airflow_example_uses_this_charts_account_and_configmap():
+    values = yaml.safe_load(AIRFLOW_EXAMPLE.read_text())
+    kinds = by_kind(render())  # a release named daskweak, as the example assumes
+    assert values["executor"] == "KubernetesExecutor"
+    assert values["images"]["airflow"]["repository"] and values["images"]["airflow"]["tag"]
+    assert values["workers"]["serviceAccount"] == {"create": False,
+                                                   "name": kinds["ServiceAccount"]["metadata"]["name"]}
+    assert yaml.safe_load(values["extraEnvFrom"]) == [
+        {"configMapRef": {"name": kinds["ConfigMap"]["metadata"]["name"]}}]
+    assert values["dags"]["persistence"]["enabled"] is False
+    assert values["dags"]["gitSync"]["enabled"] is False
+
+
+# --- on a real API server --------------------------------------------------------------------------------
+
+
+def kubectl(*args, kubeconfig=None, stdin=None, check=True):
+    command = ["kubectl", *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []), *args]
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)}: {done.stderr}")
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def cluster_namespace():
+    """A fresh namespace on the API server of KUBECONFIG (RBAC on, Dask operator running), deleted after."""
+    config = os.environ.get("KUBECONFIG")
+    if not config or not os.path.exists(config) or not shutil.which("kubectl"):
+        need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")
+    probe = subprocess.run(["kubectl", "get", "crd", "daskclusters.kubernetes.dask.org"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0:
+        need(f"the cluster of KUBECONFIG={config} does not answer or lacks the Dask operator's CRDs: "
+             f"{probe.stderr.strip()[-500:]}")
+    name = f"dwchart-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    left = kubectl("get", "daskclusters", "-n", name, "-o", "name", check=False)
+    kubectl("delete", "namespace", name, "--wait=false")
+    assert left == "", f"DaskClusters left behind: {left}"
+
+
+def service_account_kubeconfig(namespace, account, path):
+    """A kubeconfig that authenticates as the ServiceAccount (its token Secret), nothing of the admin's."""
+    token_secret = ""
+    deadline = time.monotonic() + 60
+    while not token_secret and time.monotonic() < deadline:
+        token_secret = kubectl("get", "serviceaccount", account, "-n", namespace,
+                               "-o", "jsonpath={.secrets[0].name}", check=False)
+        time.sleep(0.2)
+    if not token_secret:  # Kubernetes ≥ 1.24 makes no token Secrets: ask for a token
+        token = kubectl("create", "token", account, "-n", namespace)
+    else:
+        token = base64.b64decode(kubectl("get", "secret", token_secret, "-n", namespace,
+                                         "-o", "jsonpath={.data.token}")).decode()
+    admin = json.loads(kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json"))
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "cluster", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "cluster", "user": "sa", "namespace": namespace}}],
+    }))
+    return path
+
+
+def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_namespace, cert_dir, tls_values,
+                                                                      tmp_path):
+    """The chart applied to a real API server; the benchmark, as its ServiceAccount and with its ConfigMap as
+    environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler service)."""
+    namespace = cluster_namespace
+    values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
+                                         "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
+                                         "PROBLEM_SIZE_TASKS": 20, "TIMEOUT": 90}}
+    objects = render(values, namespace=namespace)
+    kubectl("apply", "-f", "-", stdin="\n---\n".join(yaml.safe_dump(obj) for obj in objects))
+    kinds = by_kind(objects)
+    config = service_account_kubeconfig(namespace, kinds["ServiceAccount"]["metadata"]["name"], tmp_path / "sa")
+
+    def can(verb, resource):
+        return kubectl("auth", "can-i", verb, resource, "-n", namespace, kubeconfig=config, check=False) == "yes"
+
+    assert can("create", "daskclusters.kubernetes.dask.org") and can("delete", "daskworkergroups.kubernetes.dask.org")
+    assert can("list", "pods") and can("get", "services") and can("get", "secrets/daskweak-tls")
+    assert not can("list", "secrets") and not can("get", "secrets/other") and not can("delete", "pods")
+    assert kubectl("auth", "can-i", "list", "pods", "-n", "default", kubeconfig=config, check=False) == "no"
+
+    # The client's CERT_DIR as the CronJob has it: the CA with its key (copied from the client Secret).
+    client_certs = tmp_path / "client-certs"
+    client_certs.mkdir()
+    for name in ("ca.crt", "ca.key"):
+        shutil.copy(cert_dir / name, client_certs / name)
+    env = {key: value for key, value in os.environ.items() if key.lower() not in Settings.model_fields}
+    env |= kinds["ConfigMap"]["data"] | {"KUBECONFIG": str(config), "CERT_DIR": str(client_certs),
+                                         "RES_DIR": str(tmp_path / "results")}
+    done = subprocess.run([sys.executable, "-m", "daskweak", "run"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "results" / "daskweak.sqlite").is_file()
+
+    # `daskweak k8s-secret` as the ServiceAccount: reads and patches the chart's Secret.
+    done = subprocess.run([sys.executable, "-m", "daskweak", "k8s-secret"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
