@@ -106,8 +106,25 @@ def ensure_certificates(cert_dir: Path, hosts: list[str] | None = None) -> dict[
     return paths
 
 
+def mounted_secret(cert_dir: Path) -> dict[str, Path] | None:
+    """A kubernetes.io/tls Secret mounted at CERT_DIR (ca.crt, tls.crt, tls.key; no CA key): used as it is.
+
+    Its certificate serves client and server alike, so a client in the cluster (the chart's CronJob, an
+    Airflow task pod) needs no CA key and writes nothing.
+    """
+    paths = {name: cert_dir / name for name in ("ca.crt", "tls.crt", "tls.key")}
+    if all(path.is_file() for path in paths.values()) and not (cert_dir / "ca.key").exists():
+        return paths
+    return None
+
+
 def security(cert_dir: Path) -> Security:
     """One Security for scheduler, workers and client, with encryption required."""
+    mounted = mounted_secret(cert_dir)
+    if mounted:
+        pair = {"cert": str(mounted["tls.crt"]), "key": str(mounted["tls.key"])}
+        return Security(tls_ca_file=str(mounted["ca.crt"]), require_encryption=True,
+                        **{f"tls_{role}_{part}": path for role in ROLES for part, path in pair.items()})
     paths = ensure_certificates(cert_dir)
     return Security(
         tls_ca_file=str(paths["ca"][0]),

@@ -53,3 +53,23 @@ def test_tls_cluster_measures_and_refuses_plaintext_clients(small, tmp_path):
     rows = store.observations(result.run_id)
     assert result.status == "ok" and rows["use_ssl"].all()
     assert store.runs().set_index("run_id").loc[result.run_id, "use_ssl"]
+
+
+def test_a_mounted_kubernetes_tls_secret_is_used_as_it_is(tmp_path):
+    """CERT_DIR holding ca.crt/tls.crt/tls.key (a Secret volume, read-only): no CA key needed, nothing written."""
+    from daskweak.tls import security
+
+    made = ensure_certificates(tmp_path / "made")
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    for name, source in (("ca.crt", made["ca"][0]), ("tls.crt", made["scheduler"][0]),
+                         ("tls.key", made["scheduler"][1])):
+        (mounted / name).write_bytes(source.read_bytes())
+        (mounted / name).chmod(0o440)
+    mounted.chmod(0o555)
+    try:
+        tls = security(mounted)
+        assert tls.tls_client_cert == str(mounted / "tls.crt") and tls.require_encryption
+        assert sorted(p.name for p in mounted.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
+    finally:
+        mounted.chmod(0o755)
