@@ -20,10 +20,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from cryptography import x509
 
 from daskweak.settings import Settings
-from daskweak.tls import ensure_certificates
+from daskweak.tls import ensure_certificates, mounted_secret, security
 from tests.conftest import need
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "daskweak"
@@ -89,6 +88,13 @@ def allows(role, group, resource, verb, name=None):
                 and (not rule.get("resourceNames") or name in rule["resourceNames"])):
             return True
     return False
+
+
+def snapshot(directory):
+    """A directory's files with their bytes, modes and times, and its own mode: equal when nothing was written."""
+    files = {path.name: (path.read_bytes(), path.stat().st_mode, path.stat().st_mtime_ns)
+             for path in sorted(directory.iterdir())}
+    return directory.stat().st_mode, files
 
 
 # --- rendering -------------------------------------------------------------------------------------------
@@ -247,54 +253,79 @@ def test_cronjob_results_from_a_secret_and_a_claim():
     assert {"name": "results", "persistentVolumeClaim": {"claimName": "daskweak-results"}} in pod["volumes"]
 
 
-def test_cronjob_with_tls_needs_the_client_secret(tls_values):
-    values = {"cronjob": {"enabled": True}, **tls_values}
-    with pytest.raises(helm.HelmRenderError, match=re.escape("tls.clientSecretName is required")):
-        render(values)
-
-
-def test_cronjob_with_tls_copies_the_client_certificates_into_a_writable_cert_dir(tmp_path, cert_dir, tls_values):
-    values = {"cronjob": {"enabled": True}, "tls": {**tls_values["tls"], "clientSecretName": "client-tls"}}
-    objects = render(values)
-    validate(objects)
-    kinds = by_kind(objects)
+def cronjob_tls_volume(kinds):
+    """The CronJob's container, its TLS volume and the mount of that volume."""
     pod = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert "initContainers" not in pod
-    volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
-    assert volumes[mounts["/etc/daskweak/client-tls"]]["secret"]["secretName"] == "client-tls"
-    cert_dir_path = kinds["ConfigMap"]["data"]["CERT_DIR"]
-    assert "emptyDir" in volumes[mounts[str(Path(cert_dir_path).parent)]]
-    assert container["command"][:2] == ["sh", "-c"] and container["command"][2].endswith("exec daskweak run")
-
-    # Run the container's script on files laid out like the Secret volume (read-only, group-readable), with
-    # `daskweak run` replaced by what it does first with CERT_DIR: build the client's Security.
-    secret_dir, target = tmp_path / "secret", tmp_path / "client" / "certs"
-    secret_dir.mkdir()
-    for name in ("ca.crt", "ca.key", "client.crt", "client.key"):
-        shutil.copy(cert_dir / name, secret_dir / name)
-        (secret_dir / name).chmod(0o440)
-    probe = (f"{sys.executable} -c 'from pathlib import Path; from daskweak.tls import security; "
-             f"print(security(Path(\"{target}\")).tls_client_cert)'")
-    script = container["command"][2].replace("/etc/daskweak/client-tls", str(secret_dir))
-    script = script.replace("exec daskweak run", f"exec {probe}")
-    done = subprocess.run(["sh", "-c", script], env={**os.environ, "CERT_DIR": str(target)},
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert (target / "ca.crt").read_bytes() == (cert_dir / "ca.crt").read_bytes()  # the Secret's CA is kept
-    assert (target / "client.crt").read_bytes() == (cert_dir / "client.crt").read_bytes()
-    assert (target / "client.key").stat().st_mode & 0o777 == 0o600
+    [volume] = [volume for volume in pod["volumes"] if "secret" in volume]
+    [mount] = [mount for mount in container["volumeMounts"] if mount["name"] == volume["name"]]
+    return pod, container, volume, mount
 
 
-def test_a_tls_secret_alone_is_not_a_client_cert_dir(tmp_path, cert_dir):
-    """Why the CronJob takes a second Secret with ca.key: with the kubernetes.io/tls keys only, the client
-    would mint a CA of its own, which the scheduler (trusting the Secret's ca.crt) would refuse."""
-    shutil.copy(cert_dir / "ca.crt", tmp_path / "ca.crt")
-    paths = ensure_certificates(tmp_path)
-    ca = x509.load_pem_x509_certificate(paths["ca"][0].read_bytes())
-    original = x509.load_pem_x509_certificate((cert_dir / "ca.crt").read_bytes())
-    assert ca.fingerprint(ca.signature_hash_algorithm) != original.fingerprint(original.signature_hash_algorithm)
+@pytest.mark.parametrize("created", [True, False], ids=["chart-secret", "k8s-secret"])
+def test_cronjob_with_tls_mounts_the_secret_read_only_at_cert_dir(created, tls_values):
+    tls = {**tls_values["tls"]} if created else {"enabled": True, "create": False, "secretName": "made-by-k8s-secret"}
+    objects = render({"cronjob": {"enabled": True}, "tls": tls})
+    validate(objects)
+    kinds = by_kind(objects)
+    assert ("Secret" in kinds) is created
+    data = kinds["ConfigMap"]["data"]
+    pod, container, volume, mount = cronjob_tls_volume(kinds)
+    assert container["command"] == ["daskweak", "run"]
+    assert "args" not in container and "initContainers" not in pod
+    assert mount == {"name": volume["name"], "mountPath": data["CERT_DIR"], "readOnly": True}
+    assert volume["secret"]["secretName"] == data["SECRET_CERT_NAME"] == (
+        kinds["Secret"]["metadata"]["name"] if created else "made-by-k8s-secret")
+    # Only the three kubernetes.io/tls keys reach CERT_DIR (so mounted_secret applies: no ca.key), readable by
+    # owner root and the group fsGroup, which the non-root user is in.
+    assert volume["secret"]["items"] == [{"key": key, "path": key} for key in ("ca.crt", "tls.crt", "tls.key")]
+    assert volume["secret"]["defaultMode"] == 0o440
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] != 0 and context["fsGroup"] is not None
+    assert [v["name"] for v in pod["volumes"]] == ["results", volume["name"]]  # no writable copy of the certificates
+
+
+def test_cronjob_with_tls_needs_an_fs_group(tls_values):
+    values = {"cronjob": {"enabled": True}, **tls_values, "securityContext": {"fsGroup": None}}
+    with pytest.raises(helm.HelmRenderError, match=re.escape("securityContext.fsGroup is required")):
+        render(values)
+    assert "Secret" in by_kind(render({**tls_values, "securityContext": {"fsGroup": None}}))  # no CronJob: no need
+
+
+def test_the_secret_as_the_cronjob_mounts_it_is_the_clients_cert_dir(tmp_path, cert_dir, tls_values):
+    """The chart's Secret laid out as its CronJob volume (items, mode, read-only directory): the client's Security
+    takes tls.crt/tls.key as they are, writes nothing and needs no CA key."""
+    kinds = by_kind(render({"cronjob": {"enabled": True}, **tls_values}))
+    _, _, volume, _ = cronjob_tls_volume(kinds)
+    data = kinds["Secret"]["data"]
+    mounted = tmp_path / "certs"
+    mounted.mkdir()
+    for item in volume["secret"]["items"]:
+        (mounted / item["path"]).write_bytes(base64.b64decode(data[item["key"]]))
+        (mounted / item["path"]).chmod(volume["secret"]["defaultMode"])
+    mounted.chmod(0o555)
+    try:
+        before = snapshot(mounted)
+        assert mounted_secret(mounted) is not None
+        tls = security(mounted)
+        assert snapshot(mounted) == before
+    finally:
+        mounted.chmod(0o755)
+    assert tls.require_encryption
+    assert (tls.tls_ca_file, tls.tls_client_cert, tls.tls_client_key) == tuple(
+        str(mounted / name) for name in ("ca.crt", "tls.crt", "tls.key"))
+    assert (mounted / "tls.crt").read_bytes() == (cert_dir / "scheduler.crt").read_bytes()
+
+
+def test_no_ca_key_goes_into_the_cluster(cert_dir, tls_values):
+    ca_key = (cert_dir / "ca.key").read_text()
+    for values in (tls_values, {"cronjob": {"enabled": True}, **tls_values},
+                   {"cronjob": {"enabled": True}, "tls": {"enabled": True, "create": False}}):
+        text = "\n".join(yaml.safe_dump(obj) for obj in render(values))
+        assert "ca.key" not in text
+        for secret_text in (ca_key, base64.b64encode(ca_key.encode()).decode(), ca_key.splitlines()[1]):
+            assert secret_text not in text
+    assert "ca.key" not in AIRFLOW_EXAMPLE.read_text()
 
 
 # --- lint and schema -------------------------------------------------------------------------------------
@@ -304,8 +335,9 @@ def test_a_tls_secret_alone_is_not_a_client_cert_dir(tmp_path, cert_dir):
 def test_lint_is_clean(strict, tls_values):
     assert lint_problems(None, strict) == []
     assert lint_problems(tls_values, strict) == []
-    with_cron = {"cronjob": {"enabled": True}, "tls": {**tls_values["tls"], "clientSecretName": "client-tls"}}
+    with_cron = {"cronjob": {"enabled": True}, **tls_values}
     assert lint_problems(with_cron, strict) == []
+    assert lint_problems({"cronjob": {"enabled": True}, "tls": {"enabled": True, "create": False}}, strict) == []
 
 
 def test_schema_is_draft_07_and_accepts_the_defaults():
@@ -326,6 +358,7 @@ SCHEMA_VIOLATIONS = [
     ("settings:\n  RESULTS_URL: postgresql://u:secret@db/bench\n", "RESULTS_URL"),
     ("settings:\n  KUBE_NAMESPACE: other\n", "/settings/KUBE_NAMESPACE"),
     ("tls:\n  enabled: yes please\n", "/tls/enabled"),
+    ("tls:\n  clientSecretName: client-tls\n", "clientSecretName"),  # gone: the TLS Secret is mounted as it is
     ("image:\n  pullPolicy: Sometimes\n", "/image/pullPolicy"),
 ]
 
@@ -353,6 +386,8 @@ def test_notes_tell_how_to_install_the_operator_and_run():
     assert "helm install --create-namespace -n dask-operator --generate-name dask/dask-kubernetes-operator" in text
     assert "daskweak k8s-secret" in text
     assert "kubectl -n bench create job --from=cronjob/daskweak" in notes({"cronjob": {"enabled": True}})
+    tls_notes = notes({"tls": {"enabled": True, "create": False}})
+    assert "CERT_DIR=/etc/dask/tls" in tls_notes and "workers.extraVolumes/extraVolumeMounts" in tls_notes
 
 
 def test_airflow_example_uses_this_charts_account_and_configmap():
@@ -366,6 +401,23 @@ def test_airflow_example_uses_this_charts_account_and_configmap():
         {"configMapRef": {"name": kinds["ConfigMap"]["metadata"]["name"]}}]
     assert values["dags"]["persistence"]["enabled"] is False
     assert values["dags"]["gitSync"]["enabled"] is False
+
+
+def test_airflow_example_mounts_the_tls_secret_at_cert_dir_like_the_cronjob(tls_values):
+    """Task pods (the Airflow chart's pod-template-file renders workers.extraVolumes/extraVolumeMounts) get the
+    same Secret volume as the CronJob, at the CERT_DIR the ConfigMap gives them."""
+    workers = yaml.safe_load(AIRFLOW_EXAMPLE.read_text())["workers"]
+    kinds = by_kind(render({"cronjob": {"enabled": True}, **tls_values}))
+    _, _, volume, mount = cronjob_tls_volume(kinds)
+    [task_volume] = workers["extraVolumes"]
+    [task_mount] = workers["extraVolumeMounts"]
+    assert task_mount == {**mount, "name": task_volume["name"]}
+    assert task_mount["mountPath"] == kinds["ConfigMap"]["data"]["CERT_DIR"]
+    # optional: task pods still start while TLS is off and no Secret exists.
+    assert task_volume["secret"] == {**volume["secret"], "optional": True}
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "task"}, "spec": {
+        "containers": [{"name": "base", "image": "airflow", "volumeMounts": [task_mount]}],
+        "volumes": [task_volume]}}, KUBERNETES, strict=True)
 
 
 # --- on a real API server --------------------------------------------------------------------------------
@@ -421,10 +473,22 @@ def service_account_kubeconfig(namespace, account, path):
     return path
 
 
+def read_only_at(directory, command):
+    """`command` in a mount namespace of its own where `directory` is bind-mounted read-only, as a Secret volume is
+    (root ignores mode bits, not a read-only mount); as it is where unshare/mount are not permitted (a non-root
+    user, for whom the directory's mode 0555 does it)."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    wrapped = ["unshare", "--mount", "sh", "-c", script, str(directory)]
+    if shutil.which("unshare") and subprocess.run([*wrapped, "true"], capture_output=True, timeout=30).returncode == 0:
+        return [*wrapped, *command]
+    return command
+
+
 def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_namespace, cert_dir, tls_values,
                                                                       tmp_path):
     """The chart applied to a real API server; the benchmark, as its ServiceAccount and with its ConfigMap as
-    environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler service)."""
+    environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler service) with only
+    the chart's Secret as CERT_DIR, as a client in the cluster has it mounted."""
     namespace = cluster_namespace
     values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
                                          "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
@@ -442,20 +506,40 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_n
     assert not can("list", "secrets") and not can("get", "secrets/other") and not can("delete", "pods")
     assert kubectl("auth", "can-i", "list", "pods", "-n", "default", kubeconfig=config, check=False) == "no"
 
-    # The client's CERT_DIR as the CronJob has it: the CA with its key (copied from the client Secret).
-    client_certs = tmp_path / "client-certs"
-    client_certs.mkdir()
-    for name in ("ca.crt", "ca.key"):
-        shutil.copy(cert_dir / name, client_certs / name)
+    # The client's CERT_DIR as the CronJob and Airflow task pods have it: the Secret's three keys as the API gives
+    # them to the ServiceAccount, mode 0440, on a read-only file system; no CA key anywhere.
+    _, _, volume, _ = cronjob_tls_volume(by_kind(render({"cronjob": {"enabled": True}, **values})))
+    secret = json.loads(kubectl("get", "secret", volume["secret"]["secretName"], "-o", "json", kubeconfig=config))
+    assert secret["type"] == "kubernetes.io/tls" and "ca.key" not in secret["data"]
+    mounted = tmp_path / "mounted-secret"
+    mounted.mkdir()
+    for item in volume["secret"]["items"]:
+        (mounted / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+        (mounted / item["path"]).chmod(volume["secret"]["defaultMode"])
+    assert sorted(path.name for path in mounted.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
     env = {key: value for key, value in os.environ.items() if key.lower() not in Settings.model_fields}
-    env |= kinds["ConfigMap"]["data"] | {"KUBECONFIG": str(config), "CERT_DIR": str(client_certs),
+    env |= kinds["ConfigMap"]["data"] | {"KUBECONFIG": str(config), "CERT_DIR": str(mounted),
                                          "RES_DIR": str(tmp_path / "results")}
-    done = subprocess.run([sys.executable, "-m", "daskweak", "run"], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    mounted.chmod(0o555)
+    try:
+        before = snapshot(mounted)
+        done = subprocess.run(read_only_at(mounted, [sys.executable, "-m", "daskweak", "run"]), env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert snapshot(mounted) == before
+    finally:
+        mounted.chmod(0o755)
     assert (tmp_path / "results" / "daskweak.sqlite").is_file()
 
-    # `daskweak k8s-secret` as the ServiceAccount: reads and patches the chart's Secret.
-    done = subprocess.run([sys.executable, "-m", "daskweak", "k8s-secret"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    # `daskweak k8s-secret` as the ServiceAccount, from the CERT_DIR with the CA key, outside the cluster: reads
+    # and patches the chart's Secret.
+    admin_certs = tmp_path / "admin-certs"
+    admin_certs.mkdir()
+    for name in ("ca.crt", "ca.key"):
+        shutil.copy(cert_dir / name, admin_certs / name)
+    done = subprocess.run([sys.executable, "-m", "daskweak", "k8s-secret"], env=env | {"CERT_DIR": str(admin_certs)},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    patched = json.loads(kubectl("get", "secret", volume["secret"]["secretName"], "-n", namespace, "-o", "json"))
+    assert sorted(patched["data"]) == ["ca.crt", "tls.crt", "tls.key"]
+    assert base64.b64decode(patched["data"]["ca.crt"]) == (cert_dir / "ca.crt").read_bytes()
