@@ -1,4 +1,4 @@
-"""`daskweak run | plan | results | k8s-secret`: the benchmark's whole line without Airflow.
+"""`daskweak run | plan | results | report | compare | check | k8s-secret`: the benchmark's whole line without Airflow.
 
 Exit codes: 0 success, 1 run failure, 2 bad configuration.
 """
@@ -65,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("run_id", nargs="?", help="export this run (default: list runs)")
     results.add_argument("--format", choices=("csv", "parquet"), default="csv", help="raw rows format")
     results.add_argument("--out", type=Path, help="directory for the export (default: RES_DIR)")
+    report = commands.add_parser("report", parents=[common], help="write a run's HTML report and plots")
+    report.set_defaults(command=cmd_report)
+    report.add_argument("run_id")
+    report.add_argument("--out", type=Path, help="directory (default: RES_DIR/reports/RUN_ID)")
+    compare = commands.add_parser("compare", parents=[common],
+                                  help="compare runs with the first: ratio per operation and cores, significance")
+    compare.set_defaults(command=cmd_compare)
+    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    compare.add_argument("--out", type=Path, help="directory for compare.html (default: RES_DIR/reports)")
+    check = commands.add_parser("check", parents=[common],
+                                help="regression check of a run against its baseline (exit 1 on a regression)")
+    check.set_defaults(command=cmd_check)
+    check.add_argument("run_id")
     return parser
 
 
@@ -124,6 +137,58 @@ def cmd_k8s_secret(settings: Settings, args: argparse.Namespace) -> int:
     console.print(f"Secret {apply_tls_secret(settings)} holds CERT_DIR's CA and scheduler certificate "
                   f"(client certificate: {settings.cert_dir}/client.crt)", highlight=False)
     return 0
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.orchestration import report_dir
+    from daskweak.report import run_report
+    from daskweak.store import ResultStore
+
+    store = ResultStore(settings.database_url)
+    try:
+        paths = run_report(store, args.run_id).write(args.out or report_dir(settings, args.run_id))
+    finally:
+        store.close()
+    for path in paths:
+        console.print(f"wrote {path}", highlight=False)
+    return 0
+
+
+def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.report import compare, compare_report
+    from daskweak.store import ResultStore
+
+    if len(args.run_ids) < 2:
+        raise DaskweakError("compare needs two or more runs: the first is the reference")
+    store = ResultStore(settings.database_url)
+    try:
+        ratios = compare(store, args.run_ids)
+        paths = compare_report(store, args.run_ids).write(args.out or settings.res_dir / "reports",
+                                                          name=f"compare-{'-vs-'.join(args.run_ids)}.html")
+    finally:
+        store.close()
+    table = Table(title=f"median time relative to {args.run_ids[0]} (ratio > 1: slower)")
+    for column in ("run", "suite", "operation", "cores", "ratio", "p (Mann-Whitney)", "significant"):
+        table.add_column(column, justify="right" if column in ("cores", "ratio", "p (Mann-Whitney)") else "left")
+    for row in ratios.itertuples():
+        table.add_row(row.run, row.suite, row.operation, str(row.cores_requested), f"{row.ratio:.3f}",
+                      f"{row.p_value:.2g}", "yes" if row.significant else "no")
+    console.print(table)
+    console.print(f"wrote {paths[0]}", highlight=False)
+    return 0
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.regression import check_run
+    from daskweak.store import ResultStore
+
+    store = ResultStore(settings.database_url)
+    try:
+        verdict = check_run(store, args.run_id, settings)
+    finally:
+        store.close()
+    console.print(verdict["markdown"], highlight=False, markup=False)
+    return 1 if verdict["status"] == "regression" else 0
 
 
 def cmd_results(settings: Settings, args: argparse.Namespace) -> int:

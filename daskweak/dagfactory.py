@@ -1,6 +1,10 @@
 """The two DAGs, built by one factory. Airflow is imported only when a DAG is built (by `dags/`).
 
-    validate → plan → run_step.expand(step=…) → collect → finish
+    validate → plan → run_step.expand(step=…) → collect → finish → report            (manual)
+    validate → plan → run_step.expand(step=…) → collect → finish → check_regressions (nightly)
+
+The nightly check stores the verdict with the run, writes the report, and on a regression calls the
+configured notifier (REGRESSION_NOTIFIER) with the summary and fails, so the run turns red.
 
 Every task body is a function of `daskweak.orchestration`; this module only wires them.
 """
@@ -18,7 +22,7 @@ from daskweak.settings import ALL_SUITES
 
 def build_dag(dag_id: str, *, nightly: bool) -> Any:
     from airflow.sdk import DAG, BaseHook, Param, get_current_context, task
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     settings = orch.parse_time_settings()
     defaults = orch.param_defaults(settings)
@@ -54,6 +58,17 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             return
         with exported(hook.get_conn().configuration):
             yield
+
+    def notify(env_file: str | None, overrides: dict[str, Any], context: Any, summary: str) -> None:
+        """Airflow's notifier mechanism: REGRESSION_NOTIFIER(**ARGS)(context), `summary` added to the context."""
+        path, arguments = orch.notifier(env_file, overrides)
+        if path is None:
+            return
+        import importlib
+
+        module, _, name = path.rpartition(".")
+        notifier = getattr(importlib.import_module(module), name)(**arguments)
+        notifier({**context, "summary": summary})
 
     params = {} if nightly else {
 
@@ -131,7 +146,32 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             print(text)
             return text
 
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def report(_finished: str | None) -> str:
+            try:
+                path = orch.report(*resolve(), get_current_context()["run_id"])
+            except orch.NothingToReport as exc:
+                raise AirflowSkipException(str(exc)) from None
+            print(f"report: {path}")
+            return path
+
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def check_regressions(_finished: str | None) -> str:
+            context = get_current_context()
+            env_file, overrides = resolve()
+            try:
+                verdict = orch.check_regressions(env_file, overrides, context["run_id"])
+            except orch.NothingToReport as exc:
+                raise AirflowSkipException(str(exc)) from None
+            print(verdict["markdown"])
+            print(f"report: {orch.report(env_file, overrides, context['run_id'])}")
+            if verdict["status"] == "regression":
+                notify(env_file, overrides, context, verdict["markdown"])
+                raise AirflowFailException(f"performance regression:\n{verdict['markdown']}")
+            return verdict["status"]
+
         steps = plan(validate())
-        finish(collect(run_step.expand(step=steps), steps))
+        finished = finish(collect(run_step.expand(step=steps), steps))
+        (check_regressions if nightly else report)(finished)
 
     return dag

@@ -31,6 +31,10 @@ PARAMS = {
 KUBE_CREDENTIAL_FIELDS = ("in_cluster", "kube_config_path", "kube_config")
 
 
+class NothingToReport(DaskweakError):
+    """The run never started (bad settings) or was not recorded: no report, no regression check."""
+
+
 class StepsFailed(DaskweakError):
     """Some steps of the run did not finish cleanly; their rows (if any) are kept."""
 
@@ -193,3 +197,66 @@ def _delete_leftovers(settings: Settings, run_id: str) -> list[str]:
     from daskweak.backends.kubernetes import delete_run
 
     return delete_run(settings, run_id)
+
+
+def report(env_file: str | None, overrides: dict[str, Any], run_id: str) -> str:
+    """Write the run's HTML report and plots under RES_DIR/reports/RUN; returns the report's path."""
+    from daskweak.report import run_report
+    from daskweak.store import ResultStore
+
+    settings = _recorded(env_file, overrides, run_id)
+    store = ResultStore(settings.database_url)
+    try:
+        paths = run_report(store, run_id).write(report_dir(settings, run_id))
+    finally:
+        store.close()
+    return str(paths[0])
+
+
+def _recorded(env_file: str | None, overrides: dict[str, Any], run_id: str) -> Settings:
+    """The settings, when the run was recorded (validate and plan succeeded); else NothingToReport."""
+    from daskweak.store import ResultStore
+
+    try:
+        settings = load_settings(env_file, **overrides)
+    except ConfigError as exc:
+        raise NothingToReport(f"no report: the settings are invalid ({len(exc.problems)} problem(s))") from None
+    store = ResultStore(settings.database_url)
+    try:
+        recorded = run_id in set(store.runs()["run_id"])
+    finally:
+        store.close()
+    if not recorded:
+        raise NothingToReport(f"no report: run {run_id} was not recorded")
+    return settings
+
+
+def report_dir(settings: Settings, run_id: str) -> Path:
+    return settings.res_dir / "reports" / run_id
+
+
+def check_regressions(env_file: str | None, overrides: dict[str, Any], run_id: str) -> dict[str, str]:
+    """Judge the run against its baseline, store the verdict with the run, and write it beside the report.
+
+    Returns {"status", "markdown"}; the caller decides what a regression does (the nightly DAG fails).
+    """
+    from daskweak.regression import check_run
+    from daskweak.store import ResultStore
+
+    settings = _recorded(env_file, overrides, run_id)
+
+    store = ResultStore(settings.database_url)
+    try:
+        verdict = check_run(store, run_id, settings)
+    finally:
+        store.close()
+    directory = report_dir(settings, run_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "regressions.md").write_text(verdict["markdown"], encoding="utf-8")
+    return {"status": verdict["status"], "markdown": verdict["markdown"]}
+
+
+def notifier(env_file: str | None, overrides: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """REGRESSION_NOTIFIER (a notifier class path, or None) and its arguments."""
+    settings = load_settings(env_file, **overrides)
+    return settings.regression_notifier, settings.regression_notifier_args

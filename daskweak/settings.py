@@ -142,10 +142,39 @@ class Settings(BaseSettings):
         "kubernetes_default", "an Airflow Connection id",
         "Under Airflow, take Kubernetes credentials from this Connection (then KUBECONFIG, then in-cluster).",
     )
+    regression_baseline_runs: int = _setting(
+        10, "an integer ≥ 1", "Baseline of the regression check: the last K successful runs with the same fingerprint.",
+        ge=1,
+    )
+    regression_threshold_pct: float = _setting(
+        10.0, "a percentage ≥ 0", "A median must be slower than the baseline's by more than this (and 3σ).", ge=0,
+    )
+    regression_sigmas: float = _setting(
+        3.0, "a number ≥ 0", "… and by more than this many standard deviations of the baseline runs' medians.", ge=0,
+    )
+    regression_p_value: float = _setting(
+        0.01, "a number in (0, 1)", "… and a one-sided Mann-Whitney U test must give p below this.", gt=0, lt=1,
+    )
+    regression_notifier: str | None = _setting(
+        None, "a dotted path to an Airflow notifier class (module.Class)",
+        "Called with the summary when the nightly check finds a regression (empty: log and file only).",
+        pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$",
+    )
+    regression_notifier_args: Annotated[dict[str, Any], NoDecode] = _setting(
+        {}, "a JSON object of the notifier's arguments (Jinja-templated, e.g. {{ summary }})",
+        "Arguments of REGRESSION_NOTIFIER.",
+    )
     step_retries: int = _setting(1, "an integer ≥ 0", "Airflow retries of a failed step.", ge=0)
     step_timeout: float | None = _setting(
         None, "a number of seconds > 0 (empty: no limit)", "Airflow execution_timeout of one step.", gt=0
     )
+
+    @field_validator("regression_notifier_args", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
 
     @field_validator("suites", "sbatch_extra", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""The results tables (runs, steps, observations) behind one SQLAlchemy URL: SQLite by default, any server.
+"""The results tables (runs, steps, observations, verdicts) behind one SQLAlchemy URL: SQLite by default, any server.
 
 A step's rows are written in one transaction that first deletes that step's old rows, so running a step
 again replaces it (Airflow retries, re-runs) and a crash loses only the step in flight.
@@ -103,6 +103,17 @@ observations = Table(
     UniqueConstraint("run_id", "step", "suite", "operation", "observation", name="one_row_per_observation"),
 )
 
+verdicts = Table(
+    "verdicts", metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("baseline", JSON, nullable=False),
+    Column("markdown", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("comparisons", JSON, nullable=False),
+)
+
 T = TypeVar("T")
 
 
@@ -151,6 +162,28 @@ class ResultStore:
     def observations(self, run_id: str) -> pd.DataFrame:
         query = select(observations).where(observations.c.run_id == run_id).order_by(observations.c.id)
         return self._read(query)
+
+    def observations_of(self, run_ids: list[str]) -> pd.DataFrame:
+        """Observations of several runs in one query (a regression baseline)."""
+        if not run_ids:
+            return self._read(select(observations).where(observations.c.run_id == None))  # noqa: E711
+        return self._read(select(observations).where(observations.c.run_id.in_(run_ids)))
+
+    def save_verdict(self, record: dict[str, Any]) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute(delete(verdicts).where(verdicts.c.run_id == record["run_id"]))
+            conn.execute(insert(verdicts).values(**record))
+
+        self._transaction(write)
+
+    def verdict(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(verdicts).where(verdicts.c.run_id == run_id)).mappings().first()
+        return dict(row) if row else None
+
+    def verdict_statuses(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(verdicts.c.run_id, verdicts.c.status)).all())
 
     def close(self) -> None:
         self.engine.dispose()

@@ -15,29 +15,33 @@ STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2937}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #d1d5db;padding:.25rem .6rem;
 text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}a{color:#2563eb}
-.failed,.interrupted,.partial{color:#b91c1c;font-weight:600}
+.failed,.interrupted,.partial,.regression{color:#b91c1c;font-weight:600}.improvement{color:#047857}
+figure{margin:0}svg{max-width:100%;height:auto}
 </style>"""
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>{STYLE}</head>"
             f"<body><h1>{escape(title)}</h1>{body}</body></html>")
 
 
 def runs_page(store: ResultStore, base: str = "") -> str:
     runs = store.runs().sort_values("started_at", ascending=False)
+    verdicts = store.verdict_statuses()
     if runs.empty:
-        return _page("Weak scaling", "<p>No runs yet. Trigger <code>dask_weak_scaling</code>.</p>")
+        return page("Weak scaling", "<p>No runs yet. Trigger <code>dask_weak_scaling</code>.</p>")
     rows = "".join(
         f"<tr><td><a href='{base}runs/{quote(r.run_id, safe='')}'>{escape(r.run_id)}</a></td>"
         f"<td>{r.started_at:%Y-%m-%d %H:%M}</td><td class='{escape(r.status)}'>{escape(r.status)}</td>"
         f"<td>{escape(r.backend)}</td><td>{escape(r.scaling)}</td><td>{'on' if r.use_ssl else 'off'}</td>"
-        f"<td>{escape(r.fingerprint)}</td></tr>"
+        f"<td>{escape(r.fingerprint)}</td><td class='{escape(verdicts.get(r.run_id, '').replace(' ', '-'))}'>"
+        f"{escape(verdicts.get(r.run_id, '—'))}</td>"
+        f"<td><a href='{base}runs/{quote(r.run_id, safe='')}/report'>report</a></td></tr>"
         for r in runs.itertuples()
     )
     head = "".join(f"<th>{h}</th>" for h in ("run", "started", "status", "backend", "scaling", "TLS",
-                                              "fingerprint"))
-    return _page("Weak scaling", f"<table><tr>{head}</tr>{rows}</table>")
+                                              "fingerprint", "regression check", "report"))
+    return page("Weak scaling", f"<table><tr>{head}</tr>{rows}</table>")
 
 
 def run_page(store: ResultStore, run_id: str) -> str | None:
@@ -47,7 +51,10 @@ def run_page(store: ResultStore, run_id: str) -> str | None:
     run = runs.loc[run_id]
     steps = store.steps(run_id)[["step", "cores_requested", "cores_actual", "workers_actual", "nodes",
                                  "time_to_ready", "status", "error"]]
-    body = (f"<p>{escape(run['backend'])}, {escape(run['scaling'])} scaling, TLS "
+    verdict = store.verdict(run_id)
+    check = f"<h2>Regression check</h2>{verdict['html']}" if verdict else ""
+    body = (f"<p><a href='{quote(run_id, safe='')}/report'>Full report with plots</a></p>{check}"
+            f"<p>{escape(run['backend'])}, {escape(run['scaling'])} scaling, TLS "
             f"{'on' if run['use_ssl'] else 'off'}, status <b>{escape(run['status'])}</b>, "
             f"fingerprint {escape(run['fingerprint'])}</p><h2>Steps</h2>"
             + steps.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
@@ -60,6 +67,6 @@ def run_page(store: ResultStore, run_id: str) -> str | None:
                         for kind, cores in wide.columns]
         body += "<h2>Median time and efficiency per operation</h2>" + wide.reset_index().to_html(
             index=False, na_rep="—", float_format="{:.3f}".format)
-    return _page(f"Run {run_id}", body)
+    return page(f"Run {run_id}", body)
 
 

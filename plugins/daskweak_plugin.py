@@ -45,6 +45,18 @@ def run(run_id: str) -> str:
     return page
 
 
+@app.get("/runs/{run_id}/report", response_class=HTMLResponse)
+def run_report(run_id: str) -> str:
+    from daskweak.errors import DaskweakError
+    from daskweak.report import run_report as build
+
+    with plugin_store() as store:
+        try:
+            return build(store, run_id).html
+        except DaskweakError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+
+
 class DaskweakPlugin(AirflowPlugin):
     name = "daskweak"
     fastapi_apps: ClassVar[list[dict]] = [{"app": app, "url_prefix": "/daskweak", "name": "Weak scaling"}]

@@ -66,6 +66,9 @@ def test_dags_test_runs_one_mapped_task_per_step_with_xcom_summaries(airflow):
     store.close()
     [(finish_state,)] = [(t[2],) for t in airflow.task_instances(run_id, "finish")]
     assert finish_state == "success"
+    [(report_state,)] = [(t[2],) for t in airflow.task_instances(run_id, "report")]
+    report = airflow.env_file.parent / "results" / "reports" / run_id / "report.html"
+    assert report_state == "success" and report.read_text().count("<svg") == 1  # the tasks suite
 
 
 def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
@@ -147,3 +150,60 @@ def test_results_go_to_the_database_of_an_airflow_connection(airflow, postgres_u
     local = store_for(airflow)
     assert local.observations(run_id).empty  # nothing went to the default SQLite file
     local.close()
+
+
+def test_a_nightly_regression_fails_the_check_and_calls_the_notifier(tmp_path):
+    """A real slowdown: a noisy neighbour (busy processes on both cores) during the nightly run.
+
+    The thresholds are set loose (they are tunable; the detector's statistics are tested on synthetic
+    histories): any slower median with p < 0.5 counts, so a 2–3× slowdown is always caught.
+    """
+    import multiprocessing
+
+    from daskweak.runner import run_sweep
+    from daskweak.settings import load_settings
+
+    env_file = tmp_path / "bench.env"
+    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nMAX_N_CORES=1\nOBS_PER_ITER=5\n"
+                        "REGRESSION_THRESHOLD_PCT=0\nREGRESSION_SIGMAS=0\nREGRESSION_P_VALUE=0.5\n"
+                        "REGRESSION_NOTIFIER=daskweak_test_notifier.FileNotifier\n"
+                        f'REGRESSION_NOTIFIER_ARGS={{"path": "{tmp_path / "notified.md"}", '
+                        '"message": "{{ summary }}(dag {{ dag.dag_id }})"}\n')
+    (tmp_path / "daskweak_test_notifier.py").write_text(
+        "from airflow.sdk.bases.notifier import BaseNotifier\n\n"
+        "class FileNotifier(BaseNotifier):\n"
+        "    template_fields = ('message',)\n\n"
+        "    def __init__(self, path, message):\n"
+        "        super().__init__()\n"
+        "        self.path, self.message = path, message\n\n"
+        "    def notify(self, context):\n"
+        "        open(self.path, 'w').write(self.message)\n")
+    baseline = [run_sweep(load_settings(env_file)).run_id for _ in range(3)]
+    home = AirflowHome(tmp_path / "home", env_file, extra={"PYTHONPATH": str(tmp_path)})
+    home.run("db", "migrate", check=True)
+    burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(4)]
+    for burner in burners:
+        burner.start()
+    try:
+        result = home.run("dags", "test", "dask_weak_scaling_nightly")
+    finally:
+        for burner in burners:
+            burner.kill()
+    assert result.returncode != 0, result.stdout[-2000:]
+    run_id = home.latest_run_id("dask_weak_scaling_nightly")
+    assert [(t[2],) for t in home.task_instances(run_id, "finish")] == [("success",)]
+    assert [(t[2],) for t in home.task_instances(run_id, "check_regressions")] == [("failed",)]
+    store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
+    verdict = store.verdict(run_id)
+    store.close()
+    assert verdict["status"] == "regression" and verdict["baseline"] == baseline
+    notified = (tmp_path / "notified.md").read_text()
+    assert notified.startswith("**regression**") and "| tasks |" in notified
+    assert notified.endswith("(dag dask_weak_scaling_nightly)")
+    report = (tmp_path / "results" / "reports" / run_id / "report.html").read_text()
+    assert "Regression check" in report and "regression" in report
+
+
+def _burn() -> None:
+    while True:
+        pass

@@ -88,3 +88,66 @@ def test_a_task_marked_failed_tears_its_cluster_down(server, finished_run):
     assert len(store.observations(run_id)) > 0  # what was measured before the kill is kept
     store.close()
 
+
+
+ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Selenium through Debian's chromedriver: no browser download."""
+    import shutil
+
+    from tests.conftest import need
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        need("Debian's chromium and chromium-driver are not installed (bin/test installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def console_errors(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def shown_plots(driver) -> list[tuple[int, int]]:
+    """Width and height of every plot as laid out (a plot that does not render has no size)."""
+    from selenium.webdriver.common.by import By
+
+    return [(e.size["width"], e.size["height"]) for e in driver.find_elements(By.CSS_SELECTOR, "figure svg")]
+
+
+def test_plugin_pages_and_the_report_render_in_a_real_browser(server, finished_run, browser):
+    run_id, _ = finished_run
+    token = server.client.headers["Authorization"].removeprefix("Bearer ")
+    browser.get(f"{server.url}/daskweak/")  # 401 page first: the cookie needs the origin
+    browser.add_cookie({"name": "_token", "value": token, "path": "/"})
+    browser.get_log("browser")  # drop the 401's log line: it was expected
+    browser.get(f"{server.url}/daskweak/")
+    assert run_id in browser.page_source and console_errors(browser) == []
+    browser.get(f"{server.url}/daskweak/runs/{run_id}")
+    assert "Full report with plots" in browser.page_source and console_errors(browser) == []
+    browser.get(f"{server.url}/daskweak/runs/{run_id}/report")
+    sizes = shown_plots(browser)
+    assert len(sizes) == 2 and all(w > 300 and h > 300 for w, h in sizes), sizes  # tasks + arrays suites
+    assert console_errors(browser) == []
+    browser.execute_script("document.querySelector('figure').scrollIntoView()")
+    browser.save_screenshot(str(ARTIFACTS / "plugin-report.png"))
+    # the report file the DAG's report task wrote opens on its own, from disk
+    written = server.home.env_file.parent / "results" / "reports" / run_id / "report.html"
+    browser.get(written.as_uri())
+    assert len(shown_plots(browser)) == 2 and console_errors(browser) == []
+    browser.save_screenshot(str(ARTIFACTS / "report-file.png"))
+    assert (ARTIFACTS / "plugin-report.png").stat().st_size > 10_000

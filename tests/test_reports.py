@@ -1,0 +1,81 @@
+"""Reports, comparisons and the regression check over real small local runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from daskweak.cli import main
+from daskweak.report import compare, run_report
+from daskweak.runner import run_sweep
+from daskweak.store import ResultStore
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two real local runs in one results table: processes vs threads (different settings)."""
+    from daskweak.settings import load_settings
+    from tests.conftest import SMALL
+
+    base = tmp_path_factory.mktemp("reports")
+    common = SMALL | {"res_dir": str(base / "results"), "suites": "arrays,tasks", "obs_per_iter": 3}
+    first = run_sweep(load_settings(**common))
+    second = run_sweep(load_settings(**common, worker_mode="threads"))
+    assert first.status == second.status == "ok"
+    return load_settings(**common), first.run_id, second.run_id
+
+
+def test_a_run_report_has_tables_and_a_plot_per_suite(two_runs, tmp_path):
+    settings, run_id, _ = two_runs
+    store = ResultStore(settings.database_url)
+    report = run_report(store, run_id)
+    store.close()
+    paths = report.write(tmp_path / "report")
+    assert [p.name for p in paths] == ["report.html", "arrays.svg", "tasks.svg"]
+    html = paths[0].read_text()
+    assert html.count("<svg") == 2 and "Statistics per operation and core count" in html
+    assert "CI low" in html and "efficiency" in html
+    svg = paths[1].read_text()
+    assert "ideal (linear)" in svg and "arrays.create: rate" in svg and "arrays.create: efficiency" in svg
+
+
+def test_cli_report_and_compare_write_files(two_runs, tmp_path):
+    settings, first, second = two_runs
+    env = ["--set", f"RES_DIR={settings.res_dir}"]
+    assert main(["report", first, *env]) == 0
+    assert (settings.res_dir / "reports" / first / "report.html").is_file()
+    assert main(["compare", first, second, *env, "--out", str(tmp_path)]) == 0
+    [page] = tmp_path.glob("compare-*.html")
+    text = page.read_text()
+    assert first in text and second in text and text.count("<svg") == 2
+    assert main(["compare", first, *env]) == 1  # one run: nothing to compare with
+    assert main(["report", "no-such-run", *env]) == 1
+
+
+def test_compare_gives_a_ratio_and_significance_per_operation_and_core_count(two_runs):
+    settings, first, second = two_runs
+    store = ResultStore(settings.database_url)
+    table = compare(store, [first, second])
+    observations = store.observations(first)
+    store.close()
+    measured = observations[~observations["warmup"]]
+    expected = set(zip(measured["suite"], measured["operation"], measured["cores_requested"], strict=True))
+    assert set(zip(table["suite"], table["operation"], table["cores_requested"], strict=True)) == expected
+    assert (table["ratio"] > 0).all() and table["p_value"].between(0, 1).all()
+    assert (table["ratio"] == table["median"] / table["baseline_median"]).all()
+
+
+def test_the_regression_check_uses_only_earlier_runs_with_the_same_fingerprint(two_runs, tmp_path):
+    from daskweak.settings import load_settings
+    from tests.conftest import SMALL
+
+    settings = load_settings(**SMALL | {"res_dir": str(tmp_path), "suites": "tasks", "max_n_cores": 1,
+                                        "obs_per_iter": 2})
+    same = [run_sweep(settings).run_id for _ in range(4)]
+    other = run_sweep(load_settings(**settings.model_dump() | {"problem_size_tasks": 30})).run_id
+    assert main(["check", same[-1], "--set", f"RES_DIR={tmp_path}", "--set", "SUITES=tasks"]) == 0
+    store = ResultStore(settings.database_url)
+    verdict = store.verdict(same[-1])
+    store.close()
+    assert verdict["baseline"] == same[:-1] and other not in verdict["baseline"]
+    assert verdict["status"] == "ok" and f"run `{same[-1]}` against 3 baseline run(s)" in verdict["markdown"]
+    assert {row["verdict"] for row in verdict["comparisons"]} == {"unchanged"}
