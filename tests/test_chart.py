@@ -486,15 +486,17 @@ def read_only_at(directory, command):
 
 def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_namespace, cert_dir, tls_values,
                                                                       tmp_path):
-    """The chart applied to a real API server; the benchmark, as its ServiceAccount and with its ConfigMap as
-    environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler service) with only
+    """`helm install` of the chart into a real API server; the benchmark, as its ServiceAccount and with its
+    ConfigMap as environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler service) with only
     the chart's Secret as CERT_DIR, as a client in the cluster has it mounted."""
     namespace = cluster_namespace
     values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
                                          "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
                                          "PROBLEM_SIZE_TASKS": 20, "TIMEOUT": 90}}
-    objects = render(values, namespace=namespace)
-    kubectl("apply", "-f", "-", stdin="\n---\n".join(yaml.safe_dump(obj) for obj in objects))
+    helm_config = helm.Config(namespace=namespace)  # `helm install`, by Helm's own engine, into the real API
+    release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
+    assert release["status"] == "deployed"
+    objects = [obj for obj in yaml.safe_load_all(release["manifest"]) if obj]
     kinds = by_kind(objects)
     config = service_account_kubeconfig(namespace, kinds["ServiceAccount"]["metadata"]["name"], tmp_path / "sa")
 
@@ -543,3 +545,7 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_n
     patched = json.loads(kubectl("get", "secret", volume["secret"]["secretName"], "-n", namespace, "-o", "json"))
     assert sorted(patched["data"]) == ["ca.crt", "tls.crt", "tls.key"]
     assert base64.b64decode(patched["data"]["ca.crt"]) == (cert_dir / "ca.crt").read_bytes()
+    helm_config.uninstall("daskweak")
+    helm_config.close()
+    assert kubectl("get", "serviceaccount,role,rolebinding,configmap", "-n", namespace, "-l",
+                   "app.kubernetes.io/instance=daskweak", "-o", "name") == ""
