@@ -487,8 +487,8 @@ def read_only_at(directory, command):
 def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_namespace, cert_dir, tls_values,
                                                                       tmp_path):
     """`helm install` of the chart into a real API server; the benchmark, as its ServiceAccount and with its
-    ConfigMap as environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler service) with only
-    the chart's Secret as CERT_DIR, as a client in the cluster has it mounted."""
+    ConfigMap as environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler
+    service) with only the chart's Secret as CERT_DIR, as a client in the cluster has it mounted."""
     namespace = cluster_namespace
     values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
                                          "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
