@@ -22,7 +22,7 @@ from daskweak.settings import ALL_SUITES
 
 def build_dag(dag_id: str, *, nightly: bool) -> Any:
     from airflow.sdk import DAG, BaseHook, Param, get_current_context, task
-    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.sdk.exceptions import AirflowFailException
 
     settings = orch.parse_time_settings()
     defaults = orch.param_defaults(settings)
@@ -146,25 +146,32 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             print(text)
             return text
 
-        @task(multiple_outputs=False, trigger_rule="all_done")
-        def report(_finished: str | None) -> str:
+        def write_report(run_id: str) -> str:
             try:
-                path = orch.report(*resolve(), get_current_context()["run_id"])
+                return f"report: {orch.report(*resolve(), run_id)}"
             except orch.NothingToReport as exc:
-                raise AirflowSkipException(str(exc)) from None
-            print(f"report: {path}")
-            return path
+                return str(exc)
+
+        # The last task is the run's colour in Airflow (a run is judged by its leaves): it fails whenever
+        # `finish` did not succeed (its XCom is then None), after writing what can be written.
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def report(finished: str | None) -> str:
+            text = write_report(get_current_context()["run_id"])
+            print(text)
+            if finished is None:
+                raise AirflowFailException(f"the run did not finish cleanly (see the finish task); {text}")
+            return text
 
         @task(multiple_outputs=False, trigger_rule="all_done")
-        def check_regressions(_finished: str | None) -> str:
+        def check_regressions(finished: str | None) -> str:
             context = get_current_context()
+            if finished is None:
+                raise AirflowFailException("the run did not finish cleanly (see the finish task): no regression "
+                                           f"check; {write_report(context['run_id'])}")
             env_file, overrides = resolve()
-            try:
-                verdict = orch.check_regressions(env_file, overrides, context["run_id"])
-            except orch.NothingToReport as exc:
-                raise AirflowSkipException(str(exc)) from None
+            verdict = orch.check_regressions(env_file, overrides, context["run_id"])
             print(verdict["markdown"])
-            print(f"report: {orch.report(env_file, overrides, context['run_id'])}")
+            print(write_report(context["run_id"]))
             if verdict["status"] == "regression":
                 notify(env_file, overrides, context, verdict["markdown"])
                 raise AirflowFailException(f"performance regression:\n{verdict['markdown']}")
