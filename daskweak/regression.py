@@ -135,7 +135,8 @@ def html(run_id: str, table: pd.DataFrame, baseline: list[str]) -> str:
 def thresholds_of(settings: Settings) -> Thresholds:
     return Thresholds(baseline_runs=settings.regression_baseline_runs,
                       threshold_pct=settings.regression_threshold_pct, sigmas=settings.regression_sigmas,
-                      p_value=settings.regression_p_value)
+                      p_value=settings.regression_p_value,
+                      min_baseline_runs=settings.regression_min_baseline_runs)
 
 
 def check_run(store: ResultStore, run_id: str, settings: Settings) -> dict[str, Any]:

@@ -146,6 +146,9 @@ class Settings(BaseSettings):
         10, "an integer ≥ 1", "Baseline of the regression check: the last K successful runs with the same fingerprint.",
         ge=1,
     )
+    regression_min_baseline_runs: int = _setting(
+        3, "an integer ≥ 2", "Fewer baseline runs than this: the verdict is 'no baseline'.", ge=2,
+    )
     regression_threshold_pct: float = _setting(
         10.0, "a percentage ≥ 0", "A median must be slower than the baseline's by more than this (and 3σ).", ge=0,
     )

@@ -109,3 +109,4 @@ def test_thresholds_are_tunable():
     assert regression.status(compare_to_baseline(current, baseline, Thresholds(p_value=1e-12))) == "ok"
     few = baseline[baseline["run_id"].isin(["run000", "run001"])]
     assert regression.status(compare_to_baseline(current, few, Thresholds())) == "no baseline"
+    assert regression.status(compare_to_baseline(current, few, Thresholds(min_baseline_runs=2))) != "no baseline"
