@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                                   help="compare runs with the first: ratio per operation and cores, significance")
     compare.set_defaults(command=cmd_compare)
     compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
-    compare.add_argument("--out", type=Path, help="directory for compare.html (default: RES_DIR/reports)")
+    compare.add_argument("--out", type=Path,
+                         help="directory for compare.html and its plots (default: RES_DIR/reports/compare-…)")
     check = commands.add_parser("check", parents=[common],
                                 help="regression check of a run against its baseline (exit 1 on a regression)")
     check.set_defaults(command=cmd_check)
@@ -163,8 +164,8 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
     store = ResultStore(settings.database_url)
     try:
         ratios = compare(store, args.run_ids)
-        paths = compare_report(store, args.run_ids).write(args.out or settings.res_dir / "reports",
-                                                          name=f"compare-{'-vs-'.join(args.run_ids)}.html")
+        directory = args.out or settings.res_dir / "reports" / f"compare-{'-vs-'.join(args.run_ids)}"
+        paths = compare_report(store, args.run_ids).write(directory, name="compare.html")
     finally:
         store.close()
     table = Table(title=f"median time relative to {args.run_ids[0]} (ratio > 1: slower)")

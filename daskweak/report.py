@@ -103,11 +103,19 @@ def compare(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def differences(runs: pd.DataFrame, most: int = 3) -> dict[str, str]:
+    """Per run, the settings in which the compared runs differ (what a legend should say), e.g. `use_ssl=True`."""
+    configs = {run_id: dict(config or {}) for run_id, config in runs["config"].items()}
+    keys = sorted({key for config in configs.values() for key in config})
+    varying = [k for k in keys if len({repr(config.get(k)) for config in configs.values()}) > 1
+               and k not in ("res_dir", "out_dir", "cert_dir", "results_url")]
+    return {run_id: ", ".join(f"{k}={config.get(k)}" for k in varying[:most]) for run_id, config in configs.items()}
+
+
 def compare_report(store: ResultStore, run_ids: list[str]) -> Report:
     runs = _runs(store, run_ids)
     table = pd.concat([summary(store.observations(r), runs.loc[r, "scaling"]) for r in run_ids])
-    labels = {r: f"{r} ({runs.loc[r, 'backend']}, TLS {'on' if runs.loc[r, 'use_ssl'] else 'off'})"
-              for r in run_ids}
+    labels = {r: f"{r} ({difference})" if difference else r for r, difference in differences(runs).items()}
     ratios = compare(store, run_ids)
     figures = _figures(table, labels) if not table.empty else {}
     body = ["<ul>" + "".join(f"<li>{_describe(r, runs.loc[r])}</li>" for r in run_ids) + "</ul>",

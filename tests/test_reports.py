@@ -44,9 +44,11 @@ def test_cli_report_and_compare_write_files(two_runs, tmp_path):
     assert main(["report", first, *env]) == 0
     assert (settings.res_dir / "reports" / first / "report.html").is_file()
     assert main(["compare", first, second, *env, "--out", str(tmp_path)]) == 0
-    [page] = tmp_path.glob("compare-*.html")
+    page = tmp_path / "compare.html"
+    assert (tmp_path / "tasks.svg").is_file()
     text = page.read_text()
     assert first in text and second in text and text.count("<svg") == 2
+    assert "worker_mode=threads" in text  # the legend says what differs between the runs
     assert main(["compare", first, *env]) == 1  # one run: nothing to compare with
     assert main(["report", "no-such-run", *env]) == 1
 
