@@ -118,3 +118,38 @@ def assert_tls_only(deployment) -> None:
     assert deployment.client.submit(sum, [1, 2]).result() == 3
     with pytest.raises((OSError, TimeoutError)):
         Client(address.replace("tls://", "tcp://"), timeout=3)
+
+
+def kubectl(*args: str, kubeconfig: Path | None = None, stdin: str | None = None, check: bool = True) -> str:
+    command = ["kubectl", *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []), *args]
+    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(command)}: {done.stderr}")
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def kube() -> str:
+    """The API server of KUBECONFIG, checked to answer and to serve the Dask operator's CRDs (CI: k8s-local)."""
+    config = os.environ.get("KUBECONFIG")
+    if not config or not os.path.exists(config) or not shutil.which("kubectl"):
+        need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")
+    probe = subprocess.run(["kubectl", "get", "crd", "daskclusters.kubernetes.dask.org"], capture_output=True,
+                           text=True, timeout=60)
+    if probe.returncode != 0:
+        need(f"the cluster of KUBECONFIG={config} does not answer or lacks the Dask operator's CRDs: "
+             f"{probe.stderr.strip()[-500:]}")
+    return config
+
+
+@pytest.fixture
+def kube_namespace(kube: str) -> Iterator[str]:
+    """A fresh namespace, deleted after the test, which must leave no DaskCluster in it."""
+    import uuid
+
+    name = f"dw-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    left = kubectl("get", "daskclusters", "-n", name, "-o", "name", check=False)
+    kubectl("delete", "namespace", name, "--wait=false")
+    assert left == "", f"a test left DaskClusters behind: {left}"

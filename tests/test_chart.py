@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import helm_python as helm
@@ -23,7 +22,7 @@ import yaml
 
 from daskweak.settings import Settings
 from daskweak.tls import ensure_certificates, mounted_secret, security
-from tests.conftest import need
+from tests.conftest import kubectl
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "daskweak"
 AIRFLOW_EXAMPLE = CHART / "examples" / "airflow-values.yaml"
@@ -423,33 +422,6 @@ def test_airflow_example_mounts_the_tls_secret_at_cert_dir_like_the_cronjob(tls_
 # --- on a real API server --------------------------------------------------------------------------------
 
 
-def kubectl(*args, kubeconfig=None, stdin=None, check=True):
-    command = ["kubectl", *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []), *args]
-    done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(command)}: {done.stderr}")
-    return done.stdout.strip()
-
-
-@pytest.fixture
-def cluster_namespace():
-    """A fresh namespace on the API server of KUBECONFIG (RBAC on, Dask operator running), deleted after."""
-    config = os.environ.get("KUBECONFIG")
-    if not config or not os.path.exists(config) or not shutil.which("kubectl"):
-        need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")
-    probe = subprocess.run(["kubectl", "get", "crd", "daskclusters.kubernetes.dask.org"], capture_output=True,
-                           text=True, timeout=60)
-    if probe.returncode != 0:
-        need(f"the cluster of KUBECONFIG={config} does not answer or lacks the Dask operator's CRDs: "
-             f"{probe.stderr.strip()[-500:]}")
-    name = f"dwchart-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    left = kubectl("get", "daskclusters", "-n", name, "-o", "name", check=False)
-    kubectl("delete", "namespace", name, "--wait=false")
-    assert left == "", f"DaskClusters left behind: {left}"
-
-
 def service_account_kubeconfig(namespace, account, path):
     """A kubeconfig that authenticates as the ServiceAccount (its token Secret), nothing of the admin's."""
     token_secret = ""
@@ -484,12 +456,12 @@ def read_only_at(directory, command):
     return command
 
 
-def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(cluster_namespace, cert_dir, tls_values,
+def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube_namespace, cert_dir, tls_values,
                                                                       tmp_path):
     """`helm install` of the chart into a real API server; the benchmark, as its ServiceAccount and with its
     ConfigMap as environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler
     service) with only the chart's Secret as CERT_DIR, as a client in the cluster has it mounted."""
-    namespace = cluster_namespace
+    namespace = kube_namespace
     values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
                                          "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
                                          "PROBLEM_SIZE_TASKS": 20, "TIMEOUT": 90}}

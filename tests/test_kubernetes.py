@@ -10,11 +10,8 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,40 +19,9 @@ import pytest
 from daskweak.plan import make_plan
 from daskweak.runner import run_sweep
 from daskweak.store import ResultStore
-from tests.conftest import assert_tls_only, need, wait_until
+from tests.conftest import assert_tls_only, kubectl, wait_until
 
 SCHEDULER_PORT = 8786
-
-
-@pytest.fixture(scope="module")
-def kube():
-    """The API server of KUBECONFIG, checked to answer and to serve the Dask operator's CRDs."""
-    config = os.environ.get("KUBECONFIG")
-    if not config or not os.path.exists(config):
-        need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")
-    code = "import kr8s; print(kr8s.get('crds', 'daskclusters.kubernetes.dask.org'))"
-    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        need(f"the cluster of KUBECONFIG={config} does not answer or lacks the Dask operator's CRDs: "
-             f"{probe.stderr.strip()[-500:]}")
-    return config
-
-
-def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=120)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {result.stderr}")
-    return result.stdout
-
-
-@pytest.fixture
-def namespace(kube):
-    name = f"dw-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    left = daskclusters(name)
-    kubectl("delete", "namespace", name, "--wait=false")
-    assert left == [], f"a test left DaskClusters behind: {left}"
 
 
 def daskclusters(namespace: str) -> list[str]:
@@ -63,9 +29,9 @@ def daskclusters(namespace: str) -> list[str]:
 
 
 @pytest.fixture
-def kube_settings(small, namespace, tmp_path):
+def kube_settings(small, kube_namespace, tmp_path):
     def make(**overrides):
-        return small(**({"backend": "kubernetes", "kube_namespace": namespace, "container_image": "daskweak:test",
+        return small(**({"backend": "kubernetes", "kube_namespace": kube_namespace, "container_image": "daskweak:test",
                          "kube_service_type": "LoadBalancer", "max_n_cores": 2, "suites": "tasks",
                          "obs_per_iter": 1, "timeout": 90} | overrides))
 
@@ -201,14 +167,14 @@ def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
     assert wait_until(lambda: not daskclusters(settings.kube_namespace), 60, 0.5)
 
 
-def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection(kube, namespace, tmp_path):
+def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection(kube, kube_namespace, tmp_path):
     """KUBECONFIG is unset for Airflow: the only way to the cluster is the Connection KUBE_CONN_ID."""
     import yaml
 
     from tests.airflow_harness import SMALL_ENV, AirflowHome
 
     env_file = tmp_path / "bench.env"
-    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nKUBE_NAMESPACE={namespace}\n"
+    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nKUBE_NAMESPACE={kube_namespace}\n"
                         "CONTAINER_IMAGE=daskweak:test\nKUBE_SERVICE_TYPE=LoadBalancer\nKUBE_CONN_ID=bench_k8s\n")
     inline = yaml.safe_load(Path(kube).read_text())  # the Connection carries the kubeconfig itself
     connection = {"conn_type": "kubernetes", "extra": {"kube_config": inline}}
@@ -225,4 +191,4 @@ def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection
     manual = airflow.latest_run_id("dask_weak_scaling")
     assert list(store.steps(manual)["workers_actual"]) == [1, 2]
     store.close()
-    assert daskclusters(namespace) == []
+    assert daskclusters(kube_namespace) == []
