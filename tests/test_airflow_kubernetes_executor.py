@@ -1,0 +1,66 @@
+"""The DAG under Airflow's KubernetesExecutor: every task is a pod on the API server of KUBECONFIG.
+
+The scheduler (cncf-kubernetes provider) creates one pod per task instance from a pod template and watches
+it; the pod runs the Task SDK's `execute_workload` against the api-server. Under k8s-local the pod is a
+local process of this project's venv (no image is run), which is what makes the test possible here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from daskweak.store import ResultStore
+from tests.airflow_harness import Services
+from tests.conftest import kubectl
+
+DAG = "dask_weak_scaling"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kubernetes_executor(kube, tmp_path_factory):
+    base = tmp_path_factory.mktemp("airflow-k8s-executor")
+    namespace = f"dw-exec-{base.name[-6:].lower().replace('_', '-')}"
+    kubectl("create", "namespace", namespace)
+    template = base / "pod-template.yaml"
+    services = Services(base, "KubernetesExecutor", extra_env={
+        "KUBECONFIG": kube,
+        "AIRFLOW__KUBERNETES_EXECUTOR__NAMESPACE": namespace,
+        "AIRFLOW__KUBERNETES_EXECUTOR__POD_TEMPLATE_FILE": str(template),
+        "AIRFLOW__KUBERNETES_EXECUTOR__IN_CLUSTER": "False",
+        "AIRFLOW__KUBERNETES_EXECUTOR__CONFIG_FILE": kube,
+        "AIRFLOW__KUBERNETES_EXECUTOR__DELETE_WORKER_PODS": "False",  # kept, to be counted; the namespace goes
+    })
+    # The task pods get what a worker image and the chart's ConfigMap would give them: Airflow's and
+    # daskweak's settings as environment.
+    env = {name: value for name, value in services.home.env.items()
+           if name.startswith(("AIRFLOW", "DASKWEAK")) and name != "AIRFLOW__CORE__EXECUTOR"}
+    env |= {"AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins")}
+    template.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "placeholder"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "base", "image": "registry.example.org/daskweak-airflow:0.1.0",
+            "env": [{"name": name, "value": value} for name, value in sorted(env.items())]}]},
+    }))
+    with services:
+        yield services, namespace
+    kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def test_the_dag_runs_with_one_pod_per_task(kubernetes_executor):
+    services, namespace = kubernetes_executor
+    run_id, state = services.trigger(DAG, {"max_cores": 2, "obs_per_iter": 1, "suites": ["tasks"]})
+    log = (services.base / "scheduler.log").read_text()
+    assert state == "success", log[-3000:]
+    steps = services.home.task_instances(run_id, "run_step")
+    assert [(t[1], t[2]) for t in steps] == [("cores=1", "success"), ("cores=2", "success")]
+    store = ResultStore(f"sqlite:///{services.home.env_file.parent / 'results' / 'daskweak.sqlite'}")
+    assert list(store.steps(run_id)["cores_actual"]) == [1, 2]
+    store.close()
+    pods = json.loads(kubectl("get", "pods", "-n", namespace, "-o", "json"))["items"]
+    tasks = sorted(pod["metadata"]["labels"].get("task_id", "?") for pod in pods)
+    assert tasks == sorted(["validate", "plan", "run_step", "run_step", "collect", "finish", "report"]), tasks
+    assert {pod["status"]["phase"] for pod in pods} == {"Succeeded"}
