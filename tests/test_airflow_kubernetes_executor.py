@@ -38,7 +38,12 @@ def kubernetes_executor(kube, tmp_path_factory):
     # daskweak's settings as environment.
     env = {name: value for name, value in services.home.env.items()
            if name.startswith(("AIRFLOW", "DASKWEAK")) and name != "AIRFLOW__CORE__EXECUTOR"}
-    env |= {"AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins")}
+    env |= {"AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"), "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            # for backend=kubernetes: the task pods reach the API through this Connection only
+            "AIRFLOW_CONN_BENCH_K8S": json.dumps({"conn_type": "kubernetes", "extra": {"kube_config_path": kube}})}
+    with services.home.env_file.open("a") as settings:
+        settings.write(f"KUBE_NAMESPACE={namespace}\nCONTAINER_IMAGE=registry.example.org/daskweak:0.1.0\n"
+                       "KUBE_SERVICE_TYPE=LoadBalancer\nKUBE_CONN_ID=bench_k8s\n")
     template.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "placeholder"},
         "spec": {"restartPolicy": "Never", "containers": [{
@@ -64,3 +69,18 @@ def test_the_dag_runs_with_one_pod_per_task(kubernetes_executor):
     tasks = sorted(pod["metadata"]["labels"].get("task_id", "?") for pod in pods)
     assert tasks == sorted(["validate", "plan", "run_step", "run_step", "collect", "finish", "report"]), tasks
     assert {pod["status"]["phase"] for pod in pods} == {"Succeeded"}
+
+
+def test_task_pods_run_the_sweep_on_dask_clusters_in_the_same_cluster(kubernetes_executor):
+    """Airflow on Kubernetes as deployed: task pods create the steps' DaskClusters, with the credentials of
+    an Airflow Connection (the pod template sets no KUBECONFIG; k8s-local gives pods no service-account token)."""
+    services, namespace = kubernetes_executor
+    run_id, state = services.trigger(DAG, {"backend": "kubernetes", "max_cores": 2, "obs_per_iter": 1,
+                                           "suites": ["tasks"]})
+    assert state == "success", (services.base / "scheduler.log").read_text()[-3000:]
+    store = ResultStore(f"sqlite:///{services.home.env_file.parent / 'results' / 'daskweak.sqlite'}")
+    steps = store.steps(run_id)
+    store.close()
+    assert list(steps["workers_actual"]) == [1, 2]
+    assert all(details["namespace"] == namespace for details in steps["details"])
+    assert kubectl("get", "daskclusters", "-n", namespace, "-o", "name") == ""
