@@ -114,14 +114,11 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     with interrupts_raise(), _RichProgress() as progress:
         result = run_sweep(settings, progress=progress)
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         observations = store.observations(result.run_id)
         if not observations.empty:
             console.print(efficiency_table(efficiency(observations, settings.scaling), settings.scaling))
         files = export_run(store, result.run_id, settings.res_dir, settings.res_file_name)
-    finally:
-        store.close()
     for summary in result.summaries:
         if summary["status"] != "ok":
             console.print(f"[yellow]step {summary['step']} ({summary['cores_requested']} cores): "
@@ -145,11 +142,8 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.report import run_report
     from daskweak.store import ResultStore
 
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         paths = run_report(store, args.run_id).write(args.out or report_dir(settings, args.run_id))
-    finally:
-        store.close()
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
     return 0
@@ -161,13 +155,10 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
 
     if len(args.run_ids) < 2:
         raise DaskweakError("compare needs two or more runs: the first is the reference")
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         ratios = compare(store, args.run_ids)
         directory = args.out or settings.res_dir / "reports" / f"compare-{'-vs-'.join(args.run_ids)}"
         paths = compare_report(store, args.run_ids).write(directory, name="compare.html")
-    finally:
-        store.close()
     table = Table(title=f"median time relative to {args.run_ids[0]} (ratio > 1: slower)")
     for column in ("run", "suite", "operation", "cores", "ratio", "p (Mann-Whitney)", "significant"):
         table.add_column(column, justify="right" if column in ("cores", "ratio", "p (Mann-Whitney)") else "left")
@@ -183,11 +174,8 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.regression import check_run
     from daskweak.store import ResultStore
 
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         verdict = check_run(store, args.run_id, settings)
-    finally:
-        store.close()
     console.print(verdict["markdown"], highlight=False, markup=False)
     return 1 if verdict["status"] == "regression" else 0
 
@@ -196,8 +184,7 @@ def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.export import export_run
     from daskweak.store import ResultStore
 
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         if args.run_id:
             files = export_run(store, args.run_id, args.out or settings.res_dir, settings.res_file_name, args.format)
             if not files:
@@ -206,8 +193,6 @@ def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
                 console.print(f"wrote {path}")
             return 0
         runs = store.runs()
-    finally:
-        store.close()
     table = Table(title=f"runs in {settings.database_url}")
     for column in ("run", "started", "status", "backend", "scaling", "tls", "fingerprint"):
         table.add_column(column)

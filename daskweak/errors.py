@@ -38,6 +38,10 @@ class BackendUnavailable(DaskweakError):
     """The selected backend cannot be used on this machine (library or service missing)."""
 
 
+class UnknownRun(DaskweakError):
+    """A run id that the results table does not hold."""
+
+
 class WorkersLost(DaskweakError):
     """Workers left the cluster during a step (a job cancelled, a node lost)."""
 

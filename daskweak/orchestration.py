@@ -7,14 +7,15 @@ no secret (a database password) lands in XCom; each task resolves them again.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daskweak.errors import ConfigError, DaskweakError
 from daskweak.plan import make_plan
 from daskweak.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from daskweak.store import ResultStore
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +30,6 @@ PARAMS = {
 
 # fields of the cncf-kubernetes Connection that carry credentials
 KUBE_CREDENTIAL_FIELDS = ("in_cluster", "kube_config_path", "kube_config")
-
-
-class NothingToReport(DaskweakError):
-    """The run never started (bad settings) or was not recorded: no report, no regression check."""
 
 
 class StepsFailed(DaskweakError):
@@ -85,17 +82,12 @@ def connection_url(connection: Any) -> str:
     return uri
 
 
-@contextmanager
-def results_store(results_url: str | None = None) -> Iterator[Any]:
+def results_store(results_url: str | None = None) -> ResultStore:
     """The run's results store as the tasks see it (paths anchored like theirs), for the UI page."""
     from daskweak.store import ResultStore
 
     env_file, overrides = request({}, results_url)
-    store = ResultStore(load_settings(env_file, **overrides).database_url)
-    try:
-        yield store
-    finally:
-        store.close()
+    return ResultStore(load_settings(env_file, **overrides).database_url)
 
 
 def parse_time_settings() -> Settings:
@@ -133,11 +125,8 @@ def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[d
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         start_run(settings, store, run_id)
-    finally:
-        store.close()
     return [step.as_dict() for step in make_plan(settings)]
 
 
@@ -171,13 +160,10 @@ def finish(env_file: str | None, overrides: dict[str, Any], run_id: str, collect
 
     settings = load_settings(env_file, **overrides)
     status = "ok" if not collected["failed"] else "failed"
-    store = ResultStore(settings.database_url)
-    try:
+    with ResultStore(settings.database_url) as store:
         store.finish_run(run_id, status, now())
         rows = store.observations(run_id)
         files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
-    finally:
-        store.close()
     leftovers = _delete_leftovers(settings, run_id)
     lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
     lines.append(f"run {run_id}: {status}; results in {settings.public()['results_url'] or settings.database_url}")
@@ -204,31 +190,10 @@ def report(env_file: str | None, overrides: dict[str, Any], run_id: str) -> str:
     from daskweak.report import run_report
     from daskweak.store import ResultStore
 
-    settings = _recorded(env_file, overrides, run_id)
-    store = ResultStore(settings.database_url)
-    try:
+    settings = load_settings(env_file, **overrides)
+    with ResultStore(settings.database_url) as store:
         paths = run_report(store, run_id).write(report_dir(settings, run_id))
-    finally:
-        store.close()
     return str(paths[0])
-
-
-def _recorded(env_file: str | None, overrides: dict[str, Any], run_id: str) -> Settings:
-    """The settings, when the run was recorded (validate and plan succeeded); else NothingToReport."""
-    from daskweak.store import ResultStore
-
-    try:
-        settings = load_settings(env_file, **overrides)
-    except ConfigError as exc:
-        raise NothingToReport(f"no report: the settings are invalid ({len(exc.problems)} problem(s))") from None
-    store = ResultStore(settings.database_url)
-    try:
-        recorded = run_id in set(store.runs()["run_id"])
-    finally:
-        store.close()
-    if not recorded:
-        raise NothingToReport(f"no report: run {run_id} was not recorded")
-    return settings
 
 
 def report_dir(settings: Settings, run_id: str) -> Path:
@@ -243,13 +208,9 @@ def check_regressions(env_file: str | None, overrides: dict[str, Any], run_id: s
     from daskweak.regression import check_run
     from daskweak.store import ResultStore
 
-    settings = _recorded(env_file, overrides, run_id)
-
-    store = ResultStore(settings.database_url)
-    try:
+    settings = load_settings(env_file, **overrides)
+    with ResultStore(settings.database_url) as store:
         verdict = check_run(store, run_id, settings)
-    finally:
-        store.close()
     directory = report_dir(settings, run_id)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "regressions.md").write_text(verdict["markdown"], encoding="utf-8")

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from daskweak.errors import DaskweakError
+from daskweak.errors import UnknownRun
 from daskweak.settings import Settings
 from daskweak.stats import KEYS, measured
 from daskweak.store import ResultStore
@@ -40,7 +40,7 @@ def baseline_run_ids(runs: pd.DataFrame, run_id: str, k: int) -> list[str]:
     """The last `k` successful runs before `run_id` with its fingerprint."""
     runs = runs.set_index("run_id")
     if run_id not in runs.index:
-        raise DaskweakError(f"no run {run_id!r} in the results table")
+        raise UnknownRun(f"no run {run_id!r} in the results table")
     current = runs.loc[run_id]
     earlier = runs[(runs["fingerprint"] == current["fingerprint"]) & (runs["status"] == "ok")
                    & (runs["started_at"] < current["started_at"])]

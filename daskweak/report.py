@@ -14,7 +14,7 @@ import pandas as pd
 from scipy.stats import mannwhitneyu
 
 from daskweak import plots
-from daskweak.errors import DaskweakError
+from daskweak.errors import UnknownRun
 from daskweak.stats import KEYS, measured, summary
 from daskweak.store import ResultStore
 from daskweak.webpage import page
@@ -47,7 +47,7 @@ def _runs(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
     runs = store.runs().set_index("run_id")
     missing = [r for r in run_ids if r not in runs.index]
     if missing:
-        raise DaskweakError(f"no such run(s): {', '.join(missing)}")
+        raise UnknownRun(f"no such run(s): {', '.join(missing)}")
     return runs.loc[run_ids]
 
 

@@ -165,8 +165,6 @@ class ResultStore:
 
     def observations_of(self, run_ids: list[str]) -> pd.DataFrame:
         """Observations of several runs in one query (a regression baseline)."""
-        if not run_ids:
-            return self._read(select(observations).where(observations.c.run_id == None))  # noqa: E711
         return self._read(select(observations).where(observations.c.run_id.in_(run_ids)))
 
     def save_verdict(self, record: dict[str, Any]) -> None:
@@ -187,6 +185,12 @@ class ResultStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _read(self, query: Any) -> pd.DataFrame:
         with self.engine.connect() as conn:

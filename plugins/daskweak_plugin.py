@@ -7,7 +7,6 @@ apps by default.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import ClassVar
 
 from airflow.api_fastapi.core_api.security import get_user
@@ -21,7 +20,7 @@ from daskweak.store import ResultStore
 app = FastAPI(title="daskweak", dependencies=[Depends(get_user)])
 
 
-def plugin_store() -> AbstractContextManager[ResultStore]:
+def plugin_store() -> ResultStore:
     conn_id = orchestration.parse_time_settings().results_conn_id
     if not conn_id:
         return orchestration.results_store()

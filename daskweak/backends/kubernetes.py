@@ -62,19 +62,18 @@ def start(settings: Settings, step: Step, run_id: str) -> KubeDeployment:
     """Create the step's DaskCluster and wait for the scheduler's address; delete everything on failure."""
     deadline = time.monotonic() + settings.timeout
     client = api()
-    namespace = settings.kube_namespace or "default"
     if settings.use_ssl:
         check_tls_secret(client, settings)
     specs = manifests.manifests(settings, step, run_id, settings.kube_service_type)
-    deployment = KubeDeployment(client, specs[0]["metadata"]["name"], namespace, deadline)
+    deployment = KubeDeployment(client, specs[0]["metadata"]["name"], settings.kube_namespace, deadline)
     try:
         for spec in specs:
             kind = DaskCluster if spec["kind"] == "DaskCluster" else DaskWorkerGroup
             obj = kind(spec, api=client)
             if obj.exists():  # left by a killed attempt of this very step: replace it
                 _delete_and_wait([obj], deadline)
+            deployment.objects.append(obj)  # before create: a signal during the call must not hide it from stop
             obj.create()
-            deployment.objects.append(obj)
         deployment.address = _wait_for_address(deployment, settings)
     except BaseException:
         stop(deployment)
