@@ -11,7 +11,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from daskweak.plan import make_plan
 from daskweak.runner import run_sweep
 from daskweak.store import ResultStore
+from tests.airflow_harness import signal_step_process
 from tests.conftest import assert_tls_only, kubectl, wait_until
 
 SCHEDULER_PORT = 8786
@@ -151,11 +151,7 @@ def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert wait_until(lambda: _step_process_started(settings.kube_namespace), 60, 0.5)
-    import psutil
-
-    [child] = [p for p in psutil.Process().children() if "daskweak.isolated" in " ".join(p.cmdline())]
-    time.sleep(3)  # let it measure
-    child.send_signal(sig)
+    signal_step_process(1, sig, after=3, timeout=60)  # let it measure, then signal it
     thread.join(120)
     assert "error" in outcome  # no summary: the step did not finish
     if sig == signal.SIGKILL:
