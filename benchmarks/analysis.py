@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
-from daskweak.regression import check_run
-from daskweak.report import run_report
+from daskweak.analysis.regression import check_run
+from daskweak.analysis.report import run_report
 from daskweak.settings import load_settings
 from daskweak.store import ResultStore, observations
 

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import psutil
 
+from daskweak.analysis.stats import aggregate
 from daskweak.plan import Step
 from daskweak.runner import QuietProgress, run_sweep
 from daskweak.settings import Settings, load_settings
-from daskweak.stats import aggregate
 from daskweak.store import ResultStore
 from daskweak.workloads.arrays import smooth
 

@@ -106,11 +106,11 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.analysis.stats import efficiency
+    from daskweak.analysis.tables import efficiency_table
     from daskweak.export import export_run
     from daskweak.runner import run_sweep
-    from daskweak.stats import efficiency
     from daskweak.store import ResultStore
-    from daskweak.tables import efficiency_table
 
     with interrupts_raise(), _RichProgress() as progress:
         result = run_sweep(settings, progress=progress)
@@ -130,7 +130,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_k8s_secret(settings: Settings, args: argparse.Namespace) -> int:
-    from daskweak.kube_secret import apply_tls_secret
+    from daskweak.backends.kubernetes.tls_secret import apply_tls_secret
 
     console.print(f"Secret {apply_tls_secret(settings)} holds CERT_DIR's CA and scheduler certificate "
                   f"(client certificate: {settings.cert_dir}/client.crt)", highlight=False)
@@ -138,8 +138,8 @@ def cmd_k8s_secret(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.analysis.report import run_report
     from daskweak.orchestration import report_dir
-    from daskweak.report import run_report
     from daskweak.store import ResultStore
 
     with ResultStore(settings.database_url) as store:
@@ -150,7 +150,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
-    from daskweak.report import compare, compare_report
+    from daskweak.analysis.report import compare, compare_report
     from daskweak.store import ResultStore
 
     if len(args.run_ids) < 2:
@@ -171,7 +171,7 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    from daskweak.regression import check_run
+    from daskweak.analysis.regression import check_run
     from daskweak.store import ResultStore
 
     with ResultStore(settings.database_url) as store:

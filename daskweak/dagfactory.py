@@ -50,7 +50,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             return
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-        from daskweak.kubeconfig import exported
+        from daskweak.backends.kubernetes.kubeconfig import exported
 
         hook = KubernetesHook(conn_id=conn_id)
         extra = hook.get_connection(conn_id).extra_dejson

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from daskweak.stats import aggregate
+from daskweak.analysis.stats import aggregate
 from daskweak.store import ResultStore
 
 

@@ -152,11 +152,11 @@ def finish(env_file: str | None, overrides: dict[str, Any], run_id: str, collect
 
     Raises StepsFailed after writing when a step failed, so the Airflow run turns red.
     """
+    from daskweak.analysis.stats import efficiency
+    from daskweak.analysis.tables import as_text, efficiency_table
     from daskweak.export import export_run
     from daskweak.runner import now
-    from daskweak.stats import efficiency
     from daskweak.store import ResultStore
-    from daskweak.tables import as_text, efficiency_table
 
     settings = load_settings(env_file, **overrides)
     status = "ok" if not collected["failed"] else "failed"
@@ -180,14 +180,14 @@ def _delete_leftovers(settings: Settings, run_id: str) -> list[str]:
     """A step process killed with SIGKILL cannot delete its DaskCluster; the end of the run does."""
     if settings.backend != "kubernetes":
         return []
-    from daskweak.backends.kubernetes import delete_run
+    from daskweak.backends.kubernetes.backend import delete_run
 
     return delete_run(settings, run_id)
 
 
 def report(env_file: str | None, overrides: dict[str, Any], run_id: str) -> str:
     """Write the run's HTML report and plots under RES_DIR/reports/RUN; returns the report's path."""
-    from daskweak.report import run_report
+    from daskweak.analysis.report import run_report
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
@@ -205,7 +205,7 @@ def check_regressions(env_file: str | None, overrides: dict[str, Any], run_id: s
 
     Returns {"status", "markdown"}; the caller decides what a regression does (the nightly DAG fails).
     """
-    from daskweak.regression import check_run
+    from daskweak.analysis.regression import check_run
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)

@@ -14,7 +14,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
-from daskweak import orchestration, webpage
+from daskweak import orchestration
+from daskweak.analysis import pages
 from daskweak.store import ResultStore
 
 app = FastAPI(title="daskweak", dependencies=[Depends(get_user)])
@@ -32,13 +33,13 @@ def plugin_store() -> ResultStore:
 @app.get("/", response_class=HTMLResponse)
 def runs() -> str:
     with plugin_store() as store:
-        return webpage.runs_page(store)
+        return pages.runs_page(store)
 
 
 @app.get("/runs/{run_id}", response_class=HTMLResponse)
 def run(run_id: str) -> str:
     with plugin_store() as store:
-        page = webpage.run_page(store, run_id)
+        page = pages.run_page(store, run_id)
     if page is None:
         raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
     return page
@@ -46,8 +47,8 @@ def run(run_id: str) -> str:
 
 @app.get("/runs/{run_id}/report", response_class=HTMLResponse)
 def run_report(run_id: str) -> str:
+    from daskweak.analysis.report import run_report as build
     from daskweak.errors import DaskweakError
-    from daskweak.report import run_report as build
 
     with plugin_store() as store:
         try:

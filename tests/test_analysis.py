@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from daskweak import regression
-from daskweak.regression import Thresholds, baseline_run_ids, compare_to_baseline
-from daskweak.stats import bootstrap_median_ci, summary
+from daskweak.analysis import regression
+from daskweak.analysis.regression import Thresholds, baseline_run_ids, compare_to_baseline
+from daskweak.analysis.stats import bootstrap_median_ci, summary
 
 
 def rows(run_id: str, durations: list[float], cores: int = 1, operation: str = "op", warmup: int = 0,

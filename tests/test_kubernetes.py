@@ -156,7 +156,7 @@ def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
     assert "error" in outcome  # no summary: the step did not finish
     if sig == signal.SIGKILL:
         assert daskclusters(settings.kube_namespace) != []  # nobody could delete it …
-        from daskweak.backends.kubernetes import delete_run
+        from daskweak.backends.kubernetes.backend import delete_run
 
         assert len(delete_run(settings, "killed")) == 1  # … until the run ends
         assert orchestration.kube_conn_id(None, overrides) == "kubernetes_default"

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from daskweak.manifests import cluster_name, manifests
+from daskweak.backends.kubernetes.manifests import cluster_name, manifests
 from daskweak.plan import make_plan
 from daskweak.settings import load_settings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from daskweak.analysis.report import compare, run_report
 from daskweak.cli import main
-from daskweak.report import compare, run_report
 from daskweak.runner import run_sweep
 from daskweak.store import ResultStore
 

@@ -6,9 +6,9 @@ import pytest
 from distributed import Client
 
 from daskweak import runner
+from daskweak.analysis.stats import aggregate, efficiency
 from daskweak.plan import make_plan
 from daskweak.runner import run_step, run_sweep
-from daskweak.stats import aggregate, efficiency
 from daskweak.store import ResultStore
 from daskweak.workloads import Operation, get_suite
 from tests.conftest import cluster_processes

@@ -1,4 +1,5 @@
-"""Backends: one small module each, `start(settings, step, run_id) -> cluster`; opening and waiting live in base."""
+"""Backends: one small module (or package) per deployment, `start(settings, step, run_id) -> cluster`;
+opening and waiting live in `base`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from types import ModuleType
 
 from daskweak.errors import BackendUnavailable
 
-NAMES = ("local", "slurm", "kubernetes")
+# backend name → the module with start/stop/describe (Kubernetes keeps its helpers beside it in a package)
+MODULES = {
+    "local": "daskweak.backends.local",
+    "slurm": "daskweak.backends.slurm",
+    "kubernetes": "daskweak.backends.kubernetes.backend",
+}
+NAMES = tuple(MODULES)
 
 
 def get_backend(name: str) -> ModuleType:
@@ -15,6 +22,6 @@ def get_backend(name: str) -> ModuleType:
     if name not in NAMES:
         raise BackendUnavailable(f"BACKEND={name!r}: expected one of {', '.join(NAMES)}")
     try:
-        return importlib.import_module(f"daskweak.backends.{name}")
+        return importlib.import_module(MODULES[name])
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(f"BACKEND={name} cannot be used here: {exc}") from exc

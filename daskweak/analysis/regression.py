@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
+from daskweak.analysis.stats import KEYS, measured
 from daskweak.errors import UnknownRun
 from daskweak.settings import Settings
-from daskweak.stats import KEYS, measured
 from daskweak.store import ResultStore
 
 VERDICTS = ("regression", "improvement", "unchanged", "no baseline")

@@ -37,7 +37,7 @@ def apply_tls_secret(settings: Settings) -> str:
     import kr8s
     from kr8s.objects import Secret
 
-    from daskweak.backends.kubernetes import KubernetesError, api
+    from daskweak.backends.kubernetes.backend import KubernetesError, api
 
     manifest = tls_secret(settings)
     secret = Secret(manifest, api=api())

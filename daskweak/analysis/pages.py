@@ -8,7 +8,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import quote
 
-from daskweak.stats import efficiency
+from daskweak.analysis.stats import efficiency
 from daskweak.store import ResultStore
 
 STYLE = """<style>

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from daskweak import plots
+from daskweak.analysis import plots
+from daskweak.analysis.pages import page
+from daskweak.analysis.stats import KEYS, measured, summary
 from daskweak.errors import UnknownRun
-from daskweak.stats import KEYS, measured, summary
 from daskweak.store import ResultStore
-from daskweak.webpage import page
 
 SIGNIFICANCE = 0.01
 SUMMARY_COLUMNS = {

@@ -1,7 +1,7 @@
 """Kubernetes through the dask-kubernetes operator: a DaskCluster per step, created and deleted over the API.
 
 Not through `KubeCluster`: dask-kubernetes 2026.3 builds `tcp://` addresses and retries them forever
-against a TLS-only scheduler. One path serves both modes instead: the manifests (`daskweak.manifests`) are
+against a TLS-only scheduler. One path serves both modes instead: the manifests (`manifests` beside this module) are
 created with kr8s, the scheduler service's address is read back (LoadBalancer ingress, node IP and node port,
 or the in-cluster DNS name for ClusterIP), and the client connects with a time limit. Credentials are
 KUBECONFIG, then ~/.kube/config, then the pod's service account (kr8s' own order); under Airflow the DAG
@@ -21,7 +21,7 @@ import kr8s
 from distributed import Client
 from kr8s.objects import Pod, Secret, Service, new_class
 
-from daskweak import manifests
+from daskweak.backends.kubernetes import manifests
 from daskweak.errors import DaskweakError, ScaleTimeout
 from daskweak.plan import Step
 from daskweak.settings import Settings
