@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from daskweak.backends.kubernetes import manifests
 from daskweak.plan import make_plan
 from daskweak.runner import run_sweep
 from daskweak.store import ResultStore
 from tests.airflow_harness import signal_step_process
 from tests.conftest import assert_tls_only, kubectl, wait_until
-
-SCHEDULER_PORT = 8786
 
 
 def daskclusters(namespace: str) -> list[str]:
@@ -111,16 +110,16 @@ def test_a_crashing_scheduler_is_reported_within_timeout(tls_settings):
     assert daskclusters(settings.kube_namespace) == []
 
 
-def test_a_scheduler_that_stays_pending_is_reported_within_timeout(kube_settings):
-    """Something else holds the scheduler's port on the node: the pod cannot start (k8s-local: PortInUse)."""
+def test_a_scheduler_that_stays_pending_is_reported_within_timeout(kube_settings, monkeypatch):
+    """Something else holds the scheduler's port on the node: the pod cannot start (k8s-local: PortInUse).
+
+    The test holds a port the kernel picks as free and gives the scheduler that port, so a busy 8786 on the
+    host cannot turn the test into a skip."""
     settings = kube_settings(timeout=10, max_n_cores=1)
     with socket.socket() as blocker:
-        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            blocker.bind(("0.0.0.0", SCHEDULER_PORT))
-        except OSError:
-            pytest.skip(f"port {SCHEDULER_PORT} is busy on this host already")
+        blocker.bind(("0.0.0.0", 0))
         blocker.listen()
+        monkeypatch.setattr(manifests, "SCHEDULER_PORT", blocker.getsockname()[1])
         [summary] = run_sweep(settings).summaries
     assert summary["status"] == "failed" and "TIMEOUT=10s" in summary["error"]
     assert "Pending" in summary["error"], summary["error"]
