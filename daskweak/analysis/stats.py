@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import bootstrap
 
 KEYS = ["suite", "operation", "cores_requested"]
 BOOTSTRAP_SAMPLES = 2000
@@ -43,14 +44,13 @@ def with_efficiency(table: pd.DataFrame, scaling: str, by: list[str] | None = No
 
 def bootstrap_median_ci(values: np.ndarray, rng: np.random.Generator,
                         samples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float]:
-    """Percentile bootstrap interval of the median; a single value is its own interval."""
+    """Percentile bootstrap interval of the median (scipy's); a single value is its own interval."""
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
         return (float(values[0]), float(values[0])) if len(values) else (np.nan, np.nan)
-    medians = np.median(values[rng.integers(0, len(values), (samples, len(values)))], axis=1)
-    tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.percentile(medians, [tail, 100 - tail])
-    return float(low), float(high)
+    result = bootstrap((values,), np.median, n_resamples=samples, confidence_level=CONFIDENCE,
+                       method="percentile", vectorized=True, rng=rng)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def summary(observations: pd.DataFrame, scaling: str, seed: int = 0) -> pd.DataFrame:

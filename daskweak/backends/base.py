@@ -61,7 +61,11 @@ def version_mismatches(versions: dict[str, Any]) -> list[tuple[str, str, str, st
 
 
 def check_versions(client: Client) -> None:
-    """Client, scheduler and workers must run the same packages (the origin's most common Kubernetes failure)."""
+    """Client, scheduler and workers must run the same packages (the origin's most common Kubernetes failure).
+
+    Not `Client.get_versions(check=True)`: distributed 2026.8 only warns on a mismatch, and it compares Python
+    by its patch release, which does not change what cloudpickle sends.
+    """
     rows = version_mismatches(client.get_versions(packages=VERSION_CHECKED))
     if rows:
         table = "\n".join(f"  {name}: client {c}, scheduler {s}, workers {w}" for name, c, s, w in rows)
