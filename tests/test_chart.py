@@ -31,9 +31,9 @@ NAMESPACE = "bench"
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 
-def render(values=None, release="daskweak", namespace=NAMESPACE):
+def render(values=None, release="daskweak", namespace=NAMESPACE, chart_dir=CHART):
     """`helm template`: every rendered object, NOTES.txt left out."""
-    with helm.Chart.load(CHART) as chart:
+    with helm.Chart.load(chart_dir) as chart:
         manifests = chart.render(values, name=release, namespace=namespace)
     return [doc for name, text in sorted(manifests.items()) if not name.endswith("NOTES.txt")
             for doc in yaml.safe_load_all(text) if doc]
@@ -127,25 +127,32 @@ def test_names_follow_the_release_and_an_existing_service_account():
     assert kinds["RoleBinding"]["subjects"][0]["name"] == "benchmark"
 
 
-def test_role_grants_what_the_benchmark_does_and_no_more():
-    role = by_kind(render())["Role"]
-    group = "kubernetes.dask.org"
-    for resource in ("daskclusters", "daskworkergroups"):
-        for verb in ("get", "list", "watch", "create", "patch", "delete"):
-            assert allows(role, group, resource, verb), (resource, verb)
-    for resource in ("pods", "services"):
-        for verb in ("get", "list", "watch"):
-            assert allows(role, "", resource, verb), (resource, verb)
-    # check_tls_secret and `daskweak k8s-secret` on an existing Secret; kr8s' Secret.get is a list with
-    # fieldSelector metadata.name, which RBAC matches against resourceNames.
-    for verb in ("get", "list", "patch"):
-        assert allows(role, "", "secrets", verb, "daskweak-tls")
-        assert not allows(role, "", "secrets", verb, "someone-elses-secret")
-    assert not allows(role, "", "secrets", "list")  # a list of all Secrets names none
-    assert allows(role, "", "secrets", "create", "daskweak-tls")
-    for resource, verb in [("secrets", "watch"), ("secrets", "delete"), ("pods", "create"),
-                           ("pods", "delete"), ("pods/exec", "create"), ("services", "create"),
-                           ("configmaps", "get")]:
+# What backend.py does through the API (kr8s), per resource: the runtime Role's exact grants.
+SWEEP_NEEDS = {
+    ("kubernetes.dask.org", "daskclusters"): {"get", "list", "create", "delete"},  # start/stop, delete_run
+    ("kubernetes.dask.org", "daskworkergroups"): {"get", "create", "delete"},
+    ("", "pods"): {"get", "list"},  # Pod.list by label, Pod.ready
+    ("", "services"): {"get", "list"},  # Service.get: a list with fieldSelector metadata.name
+}
+ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_role_grants_what_the_benchmark_does_and_no_more(tls):
+    role = by_kind(render({"tls": {"enabled": True, "create": False}} if tls else None))["Role"]
+    for (group, resource), verbs in SWEEP_NEEDS.items():
+        for verb in ALL_VERBS:
+            assert allows(role, group, resource, verb) is (verb in verbs), (resource, verb)
+    # check_tls_secret, only with TLS: kr8s' Secret.get is a list with fieldSelector metadata.name, which RBAC
+    # matches against resourceNames. No Secret write at all: with create, the account could make a
+    # service-account-token Secret for another account (named as the TLS Secret, which it may read) and get its
+    # token; creating or patching the TLS Secret is the installer's or an admin's.
+    for verb in ALL_VERBS:
+        assert allows(role, "", "secrets", verb, "daskweak-tls") is (tls and verb in ("get", "list")), verb
+        assert not allows(role, "", "secrets", verb, "someone-elses-secret"), verb
+        assert not allows(role, "", "secrets", verb), verb  # no name: create, or a list of all Secrets
+    for resource, verb in [("pods/exec", "create"), ("pods/log", "get"), ("configmaps", "get"),
+                           ("serviceaccounts/token", "create"), ("events", "list")]:
         assert not allows(role, "", resource, verb, "daskweak-tls"), (resource, verb)
     for rule in role["rules"]:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
@@ -215,7 +222,10 @@ def test_tls_with_an_existing_secret_only_configures_the_benchmark():
     kinds = by_kind(render({"tls": {"enabled": True, "create": False, "secretName": "made-by-k8s-secret"}}))
     assert "Secret" not in kinds
     assert kinds["ConfigMap"]["data"]["SECRET_CERT_NAME"] == "made-by-k8s-secret"
-    assert "daskweak k8s-secret" in notes({"tls": {"enabled": True, "create": False}})
+    text = re.sub(r"\s+", " ", notes({"tls": {"enabled": True, "create": False}}))
+    assert "daskweak k8s-secret" in text
+    assert "credentials that may write Secrets" in text and "the ServiceAccount only reads it" in text
+    assert "it writes no Secret" in text and "an admin creates it" in text
 
 
 def test_cronjob_runs_the_sweep_as_the_service_account():
@@ -346,6 +356,30 @@ def test_schema_is_draft_07_and_accepts_the_defaults():
     jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART / "values.yaml").read_text()))
 
 
+def test_global_values_are_accepted_so_the_chart_works_as_a_subchart(tmp_path):
+    """Helm gives every subchart the parent's `global` values (an empty map at least): a schema refusing unknown
+    top-level keys must allow that one, or the chart cannot be a dependency."""
+    values = helm.parse_set_string("global.imageRegistry=registry.example.org")  # `--set global.…`
+    with helm.Chart.load(CHART) as chart:
+        chart.validate_schema(values)
+    assert render(values) == render()
+    assert lint_problems(values) == []
+    parent = tmp_path / "parent"
+    shutil.copytree(CHART, parent / "charts" / "daskweak")
+    (parent / "templates").mkdir()
+    (parent / "Chart.yaml").write_text("apiVersion: v2\nname: parent\nversion: 1.0.0\n"
+                                       "dependencies:\n  - name: daskweak\n    version: 0.1.0\n")
+    (parent / "values.yaml").write_text("global:\n  imageRegistry: registry.example.org\n"
+                                        "daskweak:\n  settings:\n    MAX_N_CORES: 8\n")
+    objects = render(chart_dir=parent)
+    validate(objects)
+    kinds = by_kind(objects)
+    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
+    assert kinds["ConfigMap"]["data"]["MAX_N_CORES"] == "8"
+    report = helm.lint(parent, None, strict=True, namespace=NAMESPACE, with_subcharts=True)
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [] and report["errors"] == []
+
+
 SCHEMA_VIOLATIONS = [
     ("cronjob:\n  schedule: 5\n", "/cronjob/schedule"),
     ("cronjob:\n  schedule: every night\n", "/cronjob/schedule"),
@@ -456,7 +490,73 @@ def read_only_at(directory, command):
     return command
 
 
-def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube_namespace, cert_dir, tls_values,
+def can_i(namespace, account, verb, resource, where=None):
+    """The real API server's RBAC decision (SelfSubjectAccessReview) for the ServiceAccount, impersonated with the
+    admin's credentials: `kubectl auth can-i --as=system:serviceaccount:NS:SA`. `resource` may name one object
+    (secrets/NAME) or add a subresource (pods --subresource=log: kubectl reads pods/log as the pod named log)."""
+    scope = ["--all-namespaces"] if where == "*" else ["-n", where or namespace]
+    done = subprocess.run(["kubectl", "auth", "can-i", verb, *resource.split(), *scope,
+                           f"--as=system:serviceaccount:{namespace}:{account}"],
+                          capture_output=True, text=True, timeout=60)
+    answer = done.stdout.strip()
+    assert answer in ("yes", "no") and not done.stderr.strip(), (verb, resource, done.stdout, done.stderr)
+    return answer == "yes"
+
+
+def api_resource(group, resource):
+    return f"{resource}.{group}" if group else resource
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_the_runtime_account_may_do_what_a_sweep_does_and_nothing_else(kube_namespace, tls):
+    """`helm install` into the real API server, then its RBAC asked about the ServiceAccount: every request
+    backend.py makes is allowed, every other verb on those resources, any Secret write, any other Secret, anything
+    in another namespace or cluster-wide is not; and the token-Secret attack fails (see the Role's comment)."""
+    namespace = kube_namespace
+    values = {"tls": {"enabled": True, "create": False}} if tls else {}  # TLS: an admin makes the Secret, later
+    with helm.Config(namespace=namespace) as helm_config:
+        release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
+    assert release["status"] == "deployed"
+    kinds = by_kind(obj for obj in yaml.safe_load_all(release["manifest"]) if obj)
+    account = kinds["ServiceAccount"]["metadata"]["name"]
+    decisions = {}
+    for (group, resource), verbs in SWEEP_NEEDS.items():
+        for verb in ALL_VERBS:
+            decisions[verb, api_resource(group, resource)] = verb in verbs
+    for verb in ALL_VERBS:
+        decisions[verb, "secrets/daskweak-tls"] = tls and verb in ("get", "list")
+        decisions[verb, "secrets/someone-elses-secret"] = False
+        decisions[verb, "secrets"] = False
+    for verb, resource in [("create", "pods --subresource=exec"), ("get", "pods --subresource=log"),
+                           ("create", "serviceaccounts --subresource=token"),
+                           ("get", "configmaps"), ("list", "events"), ("create", "roles.rbac.authorization.k8s.io"),
+                           ("create", "rolebindings.rbac.authorization.k8s.io"), ("impersonate", "serviceaccounts")]:
+        decisions[verb, resource] = False
+    answers = {key: can_i(namespace, account, *key) for key in decisions}
+    assert answers == decisions
+    # Nothing of that elsewhere: another namespace, all namespaces, cluster-scoped resources.
+    for (group, resource), verbs in SWEEP_NEEDS.items():
+        for verb in verbs:
+            assert not can_i(namespace, account, verb, api_resource(group, resource), "default"), (verb, resource)
+            assert not can_i(namespace, account, verb, api_resource(group, resource), "*"), (verb, resource)
+    assert not can_i(namespace, account, "get", "secrets/daskweak-tls", "default")
+    assert not can_i(namespace, account, "list", "nodes", "*")  # cluster-scoped: asked without a namespace
+    assert not can_i(namespace, account, "list", "namespaces", "*")
+
+    # The attack a Secret create allowed: a service-account-token Secret for another account, named as the TLS
+    # Secret (which the Role may read, and which does not exist yet), filled with that account's token by the
+    # token controller. Refused by the API server now, so no such Secret exists.
+    token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                    "metadata": {"name": "daskweak-tls", "namespace": namespace,
+                                 "annotations": {"kubernetes.io/service-account.name": "default"}}}
+    done = subprocess.run(["kubectl", "create", "-f", "-", f"--as=system:serviceaccount:{namespace}:{account}"],
+                          input=json.dumps(token_secret), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "forbidden" in done.stderr, done.stdout + done.stderr
+    assert kubectl("get", "secrets", "-n", namespace, "--field-selector", "metadata.name=daskweak-tls",
+                   "-o", "name") == ""
+
+
+def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube, kube_namespace, cert_dir, tls_values,
                                                                       tmp_path):
     """`helm install` of the chart into a real API server; the benchmark, as its ServiceAccount and with its
     ConfigMap as environment, runs a TLS sweep (the client outside the cluster, so a LoadBalancer scheduler
@@ -505,18 +605,25 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube_name
         mounted.chmod(0o755)
     assert (tmp_path / "results" / "daskweak.sqlite").is_file()
 
-    # `daskweak k8s-secret` as the ServiceAccount, from the CERT_DIR with the CA key, outside the cluster: reads
-    # and patches the chart's Secret.
+    # `daskweak k8s-secret` from the CERT_DIR with the CA key, outside the cluster: refused as the ServiceAccount,
+    # which may only read the Secret, saying what it takes; an admin's credentials (KUBECONFIG) renew it.
     admin_certs = tmp_path / "admin-certs"
     admin_certs.mkdir()
     for name in ("ca.crt", "ca.key"):
         shutil.copy(cert_dir / name, admin_certs / name)
+    stored = kubectl("get", "secret", volume["secret"]["secretName"], "-n", namespace, "-o", "json")
     done = subprocess.run([sys.executable, "-m", "daskweak", "k8s-secret"], env=env | {"CERT_DIR": str(admin_certs)},
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "the benchmark's ServiceAccount only reads it" in re.sub(r"\s+", " ", done.stdout + done.stderr)
+    assert kubectl("get", "secret", volume["secret"]["secretName"], "-n", namespace, "-o", "json") == stored
+    done = subprocess.run([sys.executable, "-m", "daskweak", "k8s-secret"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=env | {"CERT_DIR": str(admin_certs), "KUBECONFIG": kube})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     patched = json.loads(kubectl("get", "secret", volume["secret"]["secretName"], "-n", namespace, "-o", "json"))
     assert sorted(patched["data"]) == ["ca.crt", "tls.crt", "tls.key"]
     assert base64.b64decode(patched["data"]["ca.crt"]) == (cert_dir / "ca.crt").read_bytes()
+    assert patched["data"]["tls.crt"] != json.loads(stored)["data"]["tls.crt"]  # the admin-side certificate
     helm_config.uninstall("daskweak")
     helm_config.close()
     assert kubectl("get", "serviceaccount,role,rolebinding,configmap", "-n", namespace, "-l",

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from importlib.resources import files
+from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from daskweak.backends.kubernetes.manifests import cluster_name, manifests
+from daskweak.backends.kubernetes.manifests import TLS_DIR, cluster_name, manifests
+from daskweak.backends.kubernetes.tls_secret import tls_secret
 from daskweak.plan import make_plan
 from daskweak.settings import load_settings
+from tests.conftest import kubectl, wait_until
 
 CRDS = files("dask_kubernetes.operator") / "customresources"
 
@@ -100,3 +104,83 @@ def test_an_invalid_manifest_is_caught_by_the_schemas():
            "spec": {"containers": [{"name": "w", "image": "i", "ports": [{"containerPort": "http"}]}]}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(pod, "1.37.0", strict=True)
+
+
+def pod_specs(resources: list[dict]) -> list[dict]:
+    """Every pod spec of the manifests: workers of each resource, the DaskCluster's scheduler."""
+    return [spec for resource in resources for spec in
+            [resource["spec"]["worker"]["spec"]]
+            + ([resource["spec"]["scheduler"]["spec"]] if resource["kind"] == "DaskCluster" else [])]
+
+
+def test_the_tls_secret_is_mounted_readable_by_owner_and_pod_group_only():
+    """tls.key must not be world-readable in the pods (a Secret volume's default mode is 0644): 0440, owner root
+    and group fsGroup, which the image's non-root user gets as a supplementary group."""
+    settings = settings_for(use_ssl=True, cert_dir="/tmp/certs", secret_cert_name="dask-tls")
+    resources = manifests(settings, make_plan(settings)[-1], "r")
+    specs = pod_specs(resources)
+    assert len(specs) == 3  # scheduler, full workers, the smaller last worker
+    for spec in specs:
+        [volume] = spec["volumes"]
+        assert volume["secret"] == {"secretName": "dask-tls", "defaultMode": 0o440}
+        assert '"defaultMode": 288' in json.dumps(volume)  # what the API receives: 0o440 in decimal
+        assert "items" not in volume["secret"] or all("mode" not in item for item in volume["secret"]["items"])
+        assert spec["securityContext"] == {"fsGroup": 10001}  # docker/Dockerfile's user 10001, group 10001
+        [mount] = spec["containers"][0]["volumeMounts"]
+        assert mount == {"name": volume["name"], "mountPath": TLS_DIR, "readOnly": True}
+    plain = settings_for()
+    for spec in pod_specs(manifests(plain, make_plan(plain)[-1], "r")):
+        assert spec["volumes"] == [] and "securityContext" not in spec
+
+
+def pod_processes(uid: str) -> list:
+    """The local processes of a k8s-local pod (process runtime): they carry K8S_LOCAL_POD_UID."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("K8S_LOCAL_POD_UID") == uid:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_a_real_pod_sees_the_tls_key_without_world_read(kube_namespace, tmp_path):
+    """A TLS DaskCluster on the real API server (k8s-local): the operator's scheduler and worker pods get the
+    Secret volume as the manifest says, and the files as a process in the pod sees them (its mount namespace,
+    through /proc/PID/root) are mode 0440. k8s-local's process runtime applies defaultMode but runs pods as root and
+    sets no fsGroup group; its podman runtime (not switched here: the rig is shared) would set that too."""
+    namespace = kube_namespace
+    settings = load_settings(backend="kubernetes", kube_namespace=namespace, container_image="daskweak:1",
+                             max_n_cores=1, step_by=1, cores_per_node=1, use_ssl=True,
+                             cert_dir=str(tmp_path / "certs"), secret_cert_name="dask-tls",
+                             res_dir=str(tmp_path / "results"))
+    kubectl("apply", "-f", "-", stdin=json.dumps(tls_secret(settings)))  # the admin side: `daskweak k8s-secret`
+    [cluster] = manifests(settings, make_plan(settings)[-1], "mode-check", "LoadBalancer")
+    name = cluster["metadata"]["name"]
+    kubectl("apply", "-f", "-", stdin=json.dumps(cluster))
+    try:
+        def running_pods() -> dict[str, str]:
+            pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l", f"dask.org/cluster-name={name}",
+                                      "-o", "json"))["items"]
+            return {pod["metadata"]["labels"]["dask.org/component"]: pod["metadata"]["uid"] for pod in pods
+                    if pod["status"].get("phase") == "Running"}
+
+        assert wait_until(lambda: set(running_pods()) == {"scheduler", "worker"}, timeout=120), running_pods()
+        for component, uid in running_pods().items():
+            def mounted(uid: str = uid) -> Path | None:
+                for proc in pod_processes(uid):
+                    directory = Path(f"/proc/{proc.pid}/root{TLS_DIR}")
+                    if (directory / "tls.key").exists():
+                        return directory
+                return None
+
+            assert wait_until(lambda: mounted() is not None, timeout=60), f"{component}: no process with {TLS_DIR}"
+            directory = mounted()
+            assert directory is not None
+            modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()}
+            assert modes == {"ca.crt": 0o440, "tls.crt": 0o440, "tls.key": 0o440}, (component, modes)
+    finally:
+        kubectl("delete", "daskcluster", name, "-n", namespace, "--ignore-not-found", "--timeout=120s")

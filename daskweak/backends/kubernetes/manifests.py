@@ -11,7 +11,9 @@ Choices:
   `nodeName`: affinity still goes through the Kubernetes scheduler, so taints, resources and the node's
   readiness are respected and a bad name leaves the pod Pending with a reason instead of failing it.
 - With TLS, the kubernetes.io/tls Secret SECRET_CERT_NAME is mounted read-only at TLS_DIR and every Dask
-  process requires encryption.
+  process requires encryption. Its files are mode 0440, owner root and group TLS_GROUP (the pod's fsGroup, which
+  every container process gets as a supplementary group, whatever user the image runs as): `tls.key` is not
+  world-readable, yet the image's non-root user (docker/Dockerfile: 10001) reads it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from daskweak.plan import Step
 from daskweak.settings import Settings
 
 TLS_DIR = "/etc/dask/tls"
+TLS_MODE, TLS_GROUP = 0o440, 10001  # the Secret's files: owner root, group fsGroup; TLS_GROUP: the image's group
 SCHEDULER_PORT, SCHEDULER_DASHBOARD, WORKER_DASHBOARD = 8786, 8787, 8788
 NOFILE = 65536
 
@@ -63,9 +66,14 @@ def _env(settings: Settings) -> list[dict[str, str]]:
 def _tls_volume(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if not settings.use_ssl:
         return [], []
-    volume = {"name": "dask-tls", "secret": {"secretName": settings.secret_cert_name}}
+    volume = {"name": "dask-tls", "secret": {"secretName": settings.secret_cert_name, "defaultMode": TLS_MODE}}
     mount = {"name": "dask-tls", "mountPath": TLS_DIR, "readOnly": True}
     return [volume], [mount]
+
+
+def _pod_security(settings: Settings) -> dict[str, Any]:
+    """fsGroup with TLS: the group that may read the Secret's 0440 files (the kubelet sets it on them)."""
+    return {"securityContext": {"fsGroup": TLS_GROUP}} if settings.use_ssl else {}
 
 
 def scheduler_address(settings: Settings, name: str) -> str:
@@ -90,7 +98,7 @@ def worker_pod_spec(settings: Settings, name: str, cores: int, memory: int | Non
         "resources": resources, "volumeMounts": mounts,
         "ports": [{"name": "http-dashboard", "containerPort": WORKER_DASHBOARD, "protocol": "TCP"}],
     }
-    return {"containers": [container], "volumes": volumes}
+    return {"containers": [container], "volumes": volumes, **_pod_security(settings)}
 
 
 def scheduler_spec(settings: Settings, name: str, service_type: str = "ClusterIP") -> dict[str, Any]:
@@ -108,7 +116,7 @@ def scheduler_spec(settings: Settings, name: str, service_type: str = "ClusterIP
                   {"name": "http-dashboard", "containerPort": SCHEDULER_DASHBOARD, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": "tcp-comm"}, "periodSeconds": 1, "timeoutSeconds": 5},
     }
-    pod: dict[str, Any] = {"containers": [container], "volumes": volumes}
+    pod: dict[str, Any] = {"containers": [container], "volumes": volumes, **_pod_security(settings)}
     if settings.scheduler_host:
         pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",

@@ -2,7 +2,8 @@
 
 The client keeps its own certificate in CERT_DIR; scheduler and worker pods share the Secret's pair. All of
 them are signed by the one CA, so each side trusts the other. The key material goes straight to the API:
-it is never printed.
+it is never printed. Writing it is an admin's action: the benchmark's runtime Role (the Helm chart) only reads
+this one Secret, since an account that may create Secrets can mint another account's token.
 """
 
 from __future__ import annotations
@@ -47,5 +48,8 @@ def apply_tls_secret(settings: Settings) -> str:
         else:
             secret.create()
     except kr8s.ServerError as exc:
-        raise KubernetesError(f"the API refused Secret {settings.secret_cert_name}: {exc}") from None
+        forbidden = exc.response is not None and exc.response.status_code == 403
+        hint = (f"; writing it needs credentials that may create and patch Secrets in {settings.kube_namespace!r} "
+                "(an admin's): the benchmark's ServiceAccount only reads it") if forbidden else ""
+        raise KubernetesError(f"the API refused Secret {settings.secret_cert_name}: {exc}{hint}") from None
     return f"{manifest['metadata']['namespace']}/{manifest['metadata']['name']}"
