@@ -8,25 +8,32 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from dask.utils import format_bytes
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from daskweak.errors import ConfigError, DaskweakError
+from daskweak.errors import ConfigError, DaskweakError, Problem, ResultsNotWritten
 from daskweak.logs import configure_logging
 from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings, load_settings
 from daskweak.signals import Terminated, interrupts_raise
 
+if TYPE_CHECKING:
+    from daskweak.spool import Spool
+
 console = Console(width=None if sys.stdout.isatty() else 160)
+
+SYNC = "sync"  # `daskweak results sync`: in the run id's place (no run is called that)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(getattr(args, "env_file", None), **dict(getattr(args, "set", None) or []))
+        env_file, overrides = settings_source(args)
+        settings = load_settings(env_file, **overrides)
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]", highlight=False)
         return 2
@@ -44,13 +51,31 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(exc, Terminated) else 130
 
 
+def settings_source(args: argparse.Namespace) -> tuple[Path | None, dict[str, str]]:
+    """(settings file, overrides) from the options given before and after the command, all of them kept:
+    `--set` from both places (the later wins for the same key), one `--env-file` unless both agree."""
+    files = {Path(f).resolve(): f for f in (args.global_env_file, args.env_file) if f is not None}
+    if len(files) > 1:
+        given = " and ".join(str(f) for f in files.values())
+        raise ConfigError([Problem("--env-file", given, "one settings file (given before and after the command)")])
+    overrides = dict([*(args.global_set or []), *(args.set or [])])
+    return next(iter(files.values()), None), overrides
+
+
+def _settings_options(dest_prefix: str) -> argparse.ArgumentParser:
+    """`--env-file` and `--set`, accepted before and after the command; the two places get their own dests
+    (argparse would let a subcommand's value replace the global one), merged by `settings_source`."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--env-file", type=Path, dest=f"{dest_prefix}env_file", default=None,
+                         help="settings file (default: ./.env when present)")
+    options.add_argument("--set", metavar="KEY=VALUE", type=_key_value, action="append", dest=f"{dest_prefix}set",
+                         default=None, help="override one setting (repeatable), e.g. --set MAX_N_CORES=4")
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS,
-                        help="settings file (default: ./.env when present)")
-    common.add_argument("--set", metavar="KEY=VALUE", type=_key_value, action="append", default=argparse.SUPPRESS,
-                        help="override one setting (repeatable), e.g. --set MAX_N_CORES=4")
-    parser = argparse.ArgumentParser(prog="daskweak", description=__doc__, parents=[common],
+    common = _settings_options("")
+    parser = argparse.ArgumentParser(prog="daskweak", description=__doc__, parents=[_settings_options("global_")],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", parents=[common], help="run the sweep and store every observation")
@@ -62,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     secret.set_defaults(command=cmd_k8s_secret)
     results = commands.add_parser("results", parents=[common], help="list stored runs or export one")
     results.set_defaults(command=cmd_results)
-    results.add_argument("run_id", nargs="?", help="export this run (default: list runs)")
+    results.add_argument("run_id", nargs="?", help=f"export this run (default: list runs); `{SYNC}`: load the rows "
+                         "spooled while the database did not answer (RES_DIR/spool) into the table")
     results.add_argument("--format", choices=("csv", "parquet"), default="csv", help="raw rows format")
     results.add_argument("--out", type=Path, help="directory for the export (default: RES_DIR)")
     report = commands.add_parser("report", parents=[common], help="write a run's HTML report and plots")
@@ -102,6 +128,9 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
             f"{step.tasks:,}", _data_size(settings, step),
         )
     console.print(table)
+    if settings.ignored:
+        names = ", ".join(name.upper() for name in settings.ignored)
+        console.print(f"ignored on {settings.backend} (they configure another backend): {names}", highlight=False)
     return 0
 
 
@@ -114,19 +143,26 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     with interrupts_raise(), _RichProgress() as progress:
         result = run_sweep(settings, progress=progress)
+    if result.unwritten:  # the database is still away: nothing to tabulate or export yet, the spool has it
+        _print_failed_steps(result.summaries)
+        raise ResultsNotWritten(f"run {result.run_id} ({result.status}): {result.unwritten}")
     with ResultStore(settings.database_url) as store:
         observations = store.observations(result.run_id)
         if not observations.empty:
             console.print(efficiency_table(efficiency(observations, settings.scaling), settings.scaling))
         files = export_run(store, result.run_id, settings.res_dir, settings.res_file_name)
-    for summary in result.summaries:
-        if summary["status"] != "ok":
-            console.print(f"[yellow]step {summary['step']} ({summary['cores_requested']} cores): "
-                          f"{summary['status']}[/yellow] {summary['error'] or 'some operations failed'}")
-    console.print(f"run [bold]{result.run_id}[/bold]: {result.status}; results in {settings.database_url}")
+    _print_failed_steps(result.summaries)
+    console.print(f"run [bold]{result.run_id}[/bold]: {result.status}; results in {settings.masked_database_url}")
     for path in files:
         console.print(f"  wrote {path}")
     return 0 if result.status == "ok" else 1
+
+
+def _print_failed_steps(summaries: list[dict[str, Any]]) -> None:
+    for summary in summaries:
+        if summary["status"] != "ok":
+            console.print(f"[yellow]step {summary['step']} ({summary['cores_requested']} cores): "
+                          f"{summary['status']}[/yellow] {summary['error'] or 'some operations failed'}")
 
 
 def cmd_k8s_secret(settings: Settings, args: argparse.Namespace) -> int:
@@ -182,24 +218,45 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.export import export_run
+    from daskweak.spool import spool_for
     from daskweak.store import ResultStore
 
     with ResultStore(settings.database_url) as store:
+        spool = spool_for(settings.res_dir, store)
+        if args.run_id == SYNC:
+            return _sync(spool)
         if args.run_id:
             files = export_run(store, args.run_id, args.out or settings.res_dir, settings.res_file_name, args.format)
             if not files:
-                raise DaskweakError(f"no observations for run {args.run_id!r} in {settings.database_url}")
+                raise DaskweakError(f"no observations for run {args.run_id!r} in {store.masked_url}")
             for path in files:
                 console.print(f"wrote {path}")
             return 0
         runs = store.runs()
-    table = Table(title=f"runs in {settings.database_url}")
+        waiting = spool.pending()
+    table = Table(title=f"runs in {store.masked_url}")
     for column in ("run", "started", "status", "backend", "scaling", "tls", "fingerprint"):
         table.add_column(column)
     for run in runs.itertuples():
         table.add_row(run.run_id, f"{run.started_at:%Y-%m-%d %H:%M:%S}", run.status, run.backend, run.scaling,
                       "on" if run.use_ssl else "off", run.fingerprint)
     console.print(table)
+    for run_id, count in sorted(waiting.items()):
+        console.print(f"[yellow]run {run_id}: {count} record(s) wait in {spool.path(run_id)}[/yellow]; "
+                      f"`daskweak results {SYNC}` loads them", highlight=False)
+    return 0
+
+
+def _sync(spool: Spool) -> int:
+    """`daskweak results sync`: load every spooled run into the table; exit 1 when something stays."""
+    report = spool.sync()
+    for run_id, count in sorted(report.loaded.items()):
+        console.print(f"run {run_id}: loaded {count} spooled record(s) into {spool.store.masked_url}",
+                      highlight=False)
+    if report.left:
+        raise ResultsNotWritten(spool.message(report.left, report.error))
+    if not report.loaded:
+        console.print(f"nothing to load: no spooled results in {spool.directory}", highlight=False)
     return 0
 
 
@@ -230,13 +287,7 @@ class _RichProgress:
 
 
 def _bytes(value: int | None) -> str:
-    if value is None:
-        return "auto"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{value} B"
-        value /= 1024
-    return str(value)
+    return "auto" if value is None else format_bytes(value)
 
 
 def _data_size(settings: Settings, step: Step) -> str:

@@ -25,7 +25,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
     from airflow.sdk import DAG, BaseHook, Param, get_current_context, task
     from airflow.sdk.exceptions import AirflowFailException
 
-    settings = orch.parse_time_settings()
+    settings, parse_error = orch.parse_time_config()
     defaults = orch.param_defaults(settings)
 
     def resolve() -> tuple[str | None, dict[str, Any]]:
@@ -35,14 +35,20 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         conn_id = settings.results_conn_id
         if conn_id:
             url = orch.connection_url(BaseHook.get_connection(conn_id))
-        return orch.request(params, url, defaults)
+        request = orch.request(params, url, defaults)
+        from airflow.sdk.log import mask_secret
+
+        for secret in orch.secret_values(*request):
+            mask_secret(secret)  # whatever prints them by accident, the task log shows *** instead
+        return request
 
     @contextmanager
-    def kube_credentials(env_file: str | None, overrides: dict[str, Any]) -> Iterator[None]:
+    def kube_credentials(env_file: str | None, overrides: dict[str, Any], run_id: str) -> Iterator[None]:
         """On kubernetes, KUBECONFIG points at the Connection KUBE_CONN_ID's credentials while the block runs.
 
         A Connection with none of the provider's credential fields (the absent `kubernetes_default` among
-        them) changes nothing: KUBECONFIG, then the pod's service account, as kr8s looks them up.
+        them) changes nothing: KUBECONFIG, then the pod's service account, as kr8s looks them up. The file
+        lives in the run's private directory, which the run's last task removes (`orch.release_credentials`).
         """
         conn_id = orch.kube_conn_id(env_file, overrides)
         if conn_id is None:
@@ -57,7 +63,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         if not any(extra.get(key) or extra.get(f"extra__kubernetes__{key}") for key in orch.KUBE_CREDENTIAL_FIELDS):
             yield
             return
-        with exported(hook.get_conn().configuration):
+        with exported(hook.get_conn().configuration, run_id):
             yield
 
     def notify(env_file: str | None, overrides: dict[str, Any], context: Any, summary: str) -> None:
@@ -98,14 +104,17 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         max_active_runs=1,
         params=params,
         tags=["daskweak", "benchmark"],
-        doc_md=__doc__,
+        doc_md=__doc__ if parse_error is None else f"{__doc__}\n\n**Settings error** (built from defaults; "
+        f"every run fails at `validate` until it is fixed):\n\n```\n{parse_error}\n```",
         default_args={"retries": 0},
     ) as dag:
 
         @task(multiple_outputs=False)
         def validate() -> dict[str, Any]:
+            # A settings file chosen in the form replaces the `.env` the DAG was parsed from.
+            chosen = get_current_context()["params"].get("settings_file")
             try:
-                return orch.validate(*resolve())
+                return orch.validate(*resolve(), None if chosen else parse_error)
             except orch.ConfigError as exc:
                 raise AirflowFailException(str(exc)) from None  # retrying cannot fix a setting
 
@@ -127,7 +136,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             context = get_current_context()
             context["cores"] = step["cores"]  # type: ignore[typeddict-unknown-key]
             env_file, overrides = resolve()
-            with kube_credentials(env_file, overrides):
+            with kube_credentials(env_file, overrides, context["run_id"]):
                 summary = run_step_isolated({"env_file": env_file, "overrides": overrides, "step": step,
                                              "run_id": context["run_id"]})
             if summary["status"] != "ok":
@@ -142,8 +151,12 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         @task(multiple_outputs=False, trigger_rule="all_done")
         def finish(collected: dict[str, Any]) -> str:
             env_file, overrides = resolve()
-            with kube_credentials(env_file, overrides):
-                text = orch.finish(env_file, overrides, get_current_context()["run_id"], collected)
+            run_id = get_current_context()["run_id"]
+            with kube_credentials(env_file, overrides, run_id):
+                try:
+                    text = orch.finish(env_file, overrides, run_id, collected)
+                except orch.ResultsNotWritten as exc:
+                    raise AirflowFailException(str(exc)) from None  # the spool keeps them; the message says how
             print(text)
             return text
 
@@ -157,6 +170,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         # `finish` did not succeed (its XCom is then None), after writing what can be written.
         @task(multiple_outputs=False, trigger_rule="all_done")
         def report(finished: str | None) -> str:
+            orch.release_credentials(get_current_context()["run_id"])
             text = write_report(get_current_context()["run_id"])
             print(text)
             if finished is None:
@@ -166,6 +180,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         @task(multiple_outputs=False, trigger_rule="all_done")
         def check_regressions(finished: str | None) -> str:
             context = get_current_context()
+            orch.release_credentials(context["run_id"])
             if finished is None:
                 raise AirflowFailException("the run did not finish cleanly (see the finish task): no regression "
                                            f"check; {write_report(context['run_id'])}")

@@ -6,16 +6,19 @@ no secret (a database password) lands in XCom; each task resolves them again.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from daskweak.errors import ConfigError, DaskweakError
+from daskweak.errors import ConfigError, DaskweakError, ResultsNotWritten
 from daskweak.plan import make_plan
 from daskweak.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from daskweak.store import ResultStore
+
+log = logging.getLogger(__name__)
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -90,22 +93,42 @@ def results_store(results_url: str | None = None) -> ResultStore:
     return ResultStore(load_settings(env_file, **overrides).database_url)
 
 
-def parse_time_settings() -> Settings:
-    """Settings for building the DAGs (param defaults, schedule); a broken `.env` must not break parsing —
-    the validate task reports it instead."""
+def parse_time_config() -> tuple[Settings, ConfigError | None]:
+    """Settings for building the DAGs (param defaults, schedule, step retries and limits), and the error when
+    they are invalid.
+
+    A broken `.env` must not break parsing (the DAG would vanish behind an import error): the DAG is then
+    built from the code's defaults, and the error is returned so that the validate task fails with it —
+    a run must never go ahead on defaults the user did not choose.
+    """
     try:
-        return load_settings(default_env_file())
-    except ConfigError:
-        return Settings.model_construct(**{name: f.default for name, f in Settings.model_fields.items()},
-                                        backend="local")
+        return load_settings(default_env_file()), None
+    except ConfigError as exc:
+        log.warning("daskweak settings are invalid; the DAGs are built from defaults and their validate task "
+                    "fails until they are fixed: %s", exc)
+        defaults = {name: f.default for name, f in Settings.model_fields.items()}
+        return Settings.model_construct(**defaults | {"backend": "local"}), exc
+
+
+def parse_time_settings() -> Settings:
+    """The settings a DAG or page is built from (the code's defaults when the `.env` is broken)."""
+    return parse_time_config()[0]
 
 
 def param_defaults(settings: Settings) -> dict[str, Any]:
     return {param: getattr(settings, key) for param, key in PARAMS.items()}
 
 
-def validate(env_file: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Raises ConfigError with every problem; returns the public (secret-free) settings for the log."""
+def validate(
+    env_file: str | None, overrides: dict[str, Any], parse_error: ConfigError | None = None
+) -> dict[str, Any]:
+    """Raises ConfigError with every problem; returns the public (secret-free) settings for the log.
+
+    `parse_error` is the error the DAG was built with (see `parse_time_config`): even if the settings read
+    well now, the DAG's schedule and task limits came from defaults, so the run stops here.
+    """
+    if parse_error is not None:
+        raise ConfigError(parse_error.problems)
     settings = load_settings(env_file, **overrides)
     from daskweak.backends import get_backend
 
@@ -120,13 +143,17 @@ def kube_conn_id(env_file: str | None, overrides: dict[str, Any]) -> str | None:
 
 
 def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    """Record the run and return one JSON-able step per mapped task."""
+    """Record the run (spooled if the database does not answer; `finish` loads it) and return one JSON-able
+    step per mapped task."""
     from daskweak.runner import start_run
+    from daskweak.spool import spool_for
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
     with ResultStore(settings.database_url) as store:
-        start_run(settings, store, run_id)
+        spool = spool_for(settings.res_dir, store)
+        if not start_run(settings, spool, run_id):
+            log.warning("%s", spool.message(spool.pending(run_id), spool.last_error))
     return [step.as_dict() for step in make_plan(settings)]
 
 
@@ -147,26 +174,38 @@ def collect(summaries: list[dict[str, Any] | None], steps: list[dict[str, Any]])
     }
 
 
-def finish(env_file: str | None, overrides: dict[str, Any], run_id: str, collected: dict[str, Any]) -> str:
-    """Close the run record, write the CSV exports, and return the table for the task log.
+def finish(
+    env_file: str | None, overrides: dict[str, Any], run_id: str, collected: dict[str, Any] | None
+) -> str:
+    """Load what the run's tasks spooled, close the run record (whatever happened to the steps: `collected`
+    is None when collecting failed), write the CSV exports, and return the table for the task log.
 
-    Raises StepsFailed after writing when a step failed, so the Airflow run turns red.
+    Raises ResultsNotWritten when the database still does not answer (the spool keeps everything), and
+    StepsFailed after writing when a step failed, so the Airflow run turns red.
     """
     from daskweak.analysis.stats import efficiency
     from daskweak.analysis.tables import as_text, efficiency_table
     from daskweak.export import export_run
     from daskweak.runner import now
+    from daskweak.spool import spool_for
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
+    collected = collected or {"failed": ["unknown (collect failed)"]}
     status = "ok" if not collected["failed"] else "failed"
     with ResultStore(settings.database_url) as store:
-        store.finish_run(run_id, status, now())
-        rows = store.observations(run_id)
-        files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
+        spool = spool_for(settings.res_dir, store)
+        unwritten = None if spool.finish_run(run_id, status, now()) else spool.message(
+            spool.pending(run_id), spool.last_error)
+        if unwritten is None:
+            rows = store.observations(run_id)
+            files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
     leftovers = _delete_leftovers(settings, run_id)
+    if unwritten is not None:
+        raise ResultsNotWritten("\n".join([unwritten, *(
+            f"  deleted DaskCluster {name}, left behind by a killed step" for name in leftovers)]))
     lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
-    lines.append(f"run {run_id}: {status}; results in {settings.public()['results_url'] or settings.database_url}")
+    lines.append(f"run {run_id}: {status}; results in {settings.masked_database_url}")
     lines += [f"  wrote {path}" for path in files]
     lines += [f"  deleted DaskCluster {name}, left behind by a killed step" for name in leftovers]
     text = "\n".join(lines)
@@ -174,6 +213,22 @@ def finish(env_file: str | None, overrides: dict[str, Any], run_id: str, collect
         raise StepsFailed(f"{text}\nsteps that failed: cores={collected['failed']}")
     return text
 
+
+
+def secret_values(env_file: str | None, overrides: dict[str, Any]) -> list[Any]:
+    """The run's credentials in clear, for Airflow's log masker (none when the settings are invalid)."""
+    try:
+        return load_settings(env_file, **overrides).secret_values()
+    except ConfigError:
+        return []
+
+
+def release_credentials(run_id: str) -> None:
+    """Remove the run's exported kubeconfigs (a SIGKILLed task leaves its own) and those of dead processes."""
+    from daskweak.backends.kubernetes.kubeconfig import remove_run, remove_stale
+
+    remove_run(run_id)
+    remove_stale()
 
 
 def _delete_leftovers(settings: Settings, run_id: str) -> list[str]:

@@ -6,21 +6,56 @@ Airflow params). Nothing is read until :func:`load_settings` is called.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import logging
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from dask.utils import parse_bytes
+from pydantic import (
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from daskweak.errors import ConfigError, Problem
-from daskweak.memory import MEMORY_PATTERN, to_bytes
 
 Backend = Literal["local", "slurm", "kubernetes"]
 Suite = Literal["arrays", "dataframes", "tasks"]
 ALL_SUITES: tuple[Suite, ...] = ("arrays", "dataframes", "tasks")
 DNS_1123 = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# Every form `sbatch --time` accepts: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, and no limit.
+TIME_LIMIT = re.compile(
+    r"\d+(:[0-5]?\d){0,2}|\d+-(2[0-3]|[01]?\d)(:[0-5]?\d){0,2}|UNLIMITED|INFINITE", re.IGNORECASE
+)
+# Keys that only one kind of cluster reads. On another backend they are dropped before validation (not
+# checked, not used, not in the fingerprint) and `daskweak plan` lists them as ignored: an origin `.env`
+# carries both blocks, and placeholders in the unused one (ACCOUNT=<your account>) must not refuse a run.
+SLURM_ONLY = ("account", "partition", "time_limit", "env_to_source", "out_dir", "slurm_exclusive", "sbatch_extra")
+KUBERNETES_ONLY = ("kube_namespace", "container_image", "scheduler_host", "kubecluster_name", "scheduler_cores",
+                   "scheduler_mem", "secret_cert_name", "kube_service_type", "kube_conn_id")
+APPLIES_TO: dict[str, frozenset[str]] = {
+    **dict.fromkeys(SLURM_ONLY, frozenset({"slurm"})),
+    **dict.fromkeys(KUBERNETES_ONLY, frozenset({"kubernetes"})),
+    # Pods get their network from Kubernetes; on Slurm it names the compute nodes' NIC (checked there, by
+    # Dask), on local this machine's (checked here).
+    "net_interface": frozenset({"local", "slurm"}),
+}
+# An environment variable this close to a setting's name is probably a typo of it (a warning, not an error:
+# the environment also holds other programs' variables). 0.88 keeps TIMEOUT_S or SSL_CERT_DIR quiet.
+ENV_NEAR_MISS = 0.88
+
+log = logging.getLogger(__name__)
 
 
 def _setting(default: Any, accepted: str, doc: str, **constraints: Any) -> Any:
@@ -45,13 +80,15 @@ class Settings(BaseSettings):
     scheduler_cores: int = _setting(1, "an integer ≥ 1", "Scheduler pod cores.", ge=1)
     scheduler_mem: str = _setting(
         "2Gi", "a memory size such as 4Gi or 4GB (bare numbers are Gi)", "Scheduler pod memory.",
-        pattern=MEMORY_PATTERN,
     )
     out_dir: Path = _setting(Path("out"), "a directory path", "Slurm job logs and job scripts.")
     res_dir: Path = _setting(Path("results"), "a directory path", "CSV exports and the default SQLite file.")
     use_ssl: bool = _setting(False, "True or False", "Encrypt scheduler/worker/client traffic with TLS.")
     cert_dir: Path | None = _setting(None, "a directory path", "Where TLS certificates live or are generated.")
-    secret_cert_name: str | None = _setting(None, "a Kubernetes Secret name", "kubernetes.io/tls Secret.")
+    secret_cert_name: str = _setting(
+        "daskweak-tls", "a Kubernetes Secret name (lowercase letters, digits, '-', '.')",
+        "kubernetes.io/tls Secret (the Helm chart's tls.secretName).", pattern=DNS_1123_SUBDOMAIN,
+    )
     res_file_name: str = _setting(
         "daskweak", "a file name without extension (letters, digits, '_', '-')", "Prefix of the CSV exports.",
         pattern=r"^[A-Za-z0-9_-]+$",
@@ -64,10 +101,15 @@ class Settings(BaseSettings):
     obs_per_iter: int = _setting(3, "an integer ≥ 1", "Measured observations per step and suite.", ge=1)
     mem_per_node: str | None = _setting(
         None, "a memory size such as 300GB or 300Gi (bare numbers: GB, Gi on kubernetes)",
-        "Memory of one node (job, pod).", pattern=MEMORY_PATTERN,
+        "Memory of one node (job, pod).",
     )
-    verbose: bool = _setting(False, "True or False", "Log each step and observation.")
-    net_interface: str | None = _setting(None, "a network interface name (see `ip link show`)", "Dask NIC.")
+    verbose: bool = _setting(
+        False, "True or False", "Log each step and each observation (cores, suite, operation, seconds) at INFO."
+    )
+    net_interface: str | None = _setting(
+        None, "a network interface name (see `ip link show`)",
+        "Dask NIC (checked against this machine on local; ignored on kubernetes).",
+    )
     account: str | None = _setting(None, "a Slurm account name", "sbatch --account.")
     partition: str | None = _setting(None, "a Slurm partition name", "sbatch --partition.")
     slurm_exclusive: bool = _setting(
@@ -77,8 +119,8 @@ class Settings(BaseSettings):
         [], "sbatch options separated by ';', e.g. --qos=long;--constraint=ib", "Extra #SBATCH directives."
     )
     time_limit: str = _setting(
-        "01:00:00", "a duration hh:mm:ss", "sbatch --time of each worker job.",
-        pattern=r"^\d{1,4}:[0-5]\d:[0-5]\d$",
+        "01:00:00", "an sbatch --time: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED",
+        "sbatch --time of each worker job.",
     )
     env_to_source: Path | None = _setting(
         None, "an existing virtualenv directory or activate script", "Environment the worker jobs activate."
@@ -88,7 +130,9 @@ class Settings(BaseSettings):
         600.0, "a number of seconds > 0", "An operation still running after this long is cancelled and recorded.",
         gt=0,
     )
-    poll_interval: float = _setting(1.0, "a number of seconds > 0", "How often a backend polls its API.", gt=0)
+    poll_interval: float = _setting(
+        1.0, "a number of seconds > 0", "How often a backend polls its API (Slurm's squeue, Kubernetes).", gt=0
+    )
     problem_size_array: int = _setting(
         7500, "an integer ≥ 16", "Side of the 1-core array; weak scaling grows it by √cores.", ge=16
     )
@@ -193,20 +237,34 @@ class Settings(BaseSettings):
     def _unique_suites(cls, value: list[Suite]) -> list[Suite]:
         return list(dict.fromkeys(value))
 
-    @field_validator(
-        "kube_namespace", "container_image", "scheduler_host", "secret_cert_name", "mem_per_node",
-        "net_interface", "account", "partition", "results_url", "cert_dir", "env_to_source", "results_conn_id",
-        "step_timeout", "cores_per_node", "backend", "kube", mode="before",
-    )
+    @field_validator("scheduler_mem", "mem_per_node")
     @classmethod
-    def _blank_is_unset(cls, value: Any) -> Any:
-        # `KEY=` in a .env file means "not set", as in the origin's template.
-        return None if isinstance(value, str) and not value.strip() else value
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None:
+            memory_bytes(value, bare_unit="Gi")  # the unit only matters for use, not for validity
+        return value
+
+    @field_validator("time_limit")
+    @classmethod
+    def _sbatch_time(cls, value: str) -> str:
+        if not TIME_LIMIT.fullmatch(value.strip()):
+            raise ValueError("not an sbatch --time")
+        return value.strip()
 
     @model_validator(mode="wrap")
     @classmethod
     def _validate_together(cls, data: Any, handler: Any) -> Settings:
-        """Field errors and cross-setting errors are reported in one ConfigError."""
+        """Field errors and cross-setting errors are reported in one ConfigError.
+
+        Before validation, an empty value is dropped (`KEY=` means "not set": the default applies, as in the
+        origin's template), and so is a key that configures another backend than the chosen one.
+        """
+        ignored: list[str] = []
+        if isinstance(data, dict):
+            data = {str(k).lower(): v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+            backend = _chosen_backend(data)
+            ignored = [key for key in data if backend and backend not in APPLIES_TO.get(key, {backend})]
+            data = {k: v for k, v in data.items() if k not in ignored}
         try:
             settings = handler(data)
         except ValidationError as exc:
@@ -215,10 +273,18 @@ class Settings(BaseSettings):
             problems += _consistency_problems(_lenient_values(cls, data, failed))
             raise ConfigError(problems) from None
         settings.backend = _resolve_backend(settings.backend, settings.kube)
+        settings._ignored = tuple(sorted(ignored))
         problems = _consistency_problems(settings.model_dump())
         if problems:
             raise ConfigError(problems)
         return settings
+
+    _ignored: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Keys the user set that configure another backend (field names): dropped, never checked."""
+        return self._ignored
 
     # --- derived values ---
     @property
@@ -231,32 +297,78 @@ class Settings(BaseSettings):
         """MEM_PER_NODE in bytes; a bare number is Gi on kubernetes and GB elsewhere, as in the origin."""
         if self.mem_per_node is None:
             return None
-        return to_bytes(self.mem_per_node, bare_unit="Gi" if self.backend == "kubernetes" else "GB")
+        return memory_bytes(self.mem_per_node, bare_unit="Gi" if self.backend == "kubernetes" else "GB")
 
     @property
     def scheduler_mem_bytes(self) -> int:
-        return to_bytes(self.scheduler_mem, bare_unit="Gi")
+        return memory_bytes(self.scheduler_mem, bare_unit="Gi")
 
     @property
     def database_url(self) -> str:
+        """The results database with its credentials: for connecting only; show `masked_database_url`."""
         if self.results_url:
             return self.results_url
         return f"sqlite:///{(self.res_dir / 'daskweak.sqlite').resolve()}"
 
-    def public(self) -> dict[str, Any]:
-        """The settings as JSON-able values with secrets (the results URL's password) hidden."""
-        values = self.model_dump(mode="json")
-        if self.results_url:
-            from sqlalchemy.engine import make_url
+    @property
+    def masked_database_url(self) -> str:
+        """Where the results go, fit to print or log: the URL without its password."""
+        return masked_url(self.database_url)
 
-            values["results_url"] = make_url(self.results_url).render_as_string(hide_password=True)
-        return values
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-able values, every SECRETS setting masked: what may be printed or stored."""
+        return {name: masked(name, value) for name, value in self.model_dump(mode="json").items()}
+
+    def secret_values(self) -> list[Any]:
+        """The clear values behind SECRETS (a URL's password, the notifier's arguments), for a log masker."""
+        found: list[Any] = []
+        for name, kind in SECRETS.items():
+            value = getattr(self, name)
+            if value and kind == "url":
+                from sqlalchemy.engine import make_url
+
+                password = make_url(value).password
+                found += [password] if password else []
+            elif value:
+                found.append(value)
+        return found
 
     def fingerprint(self) -> str:
         """A hash of the settings that change what is measured: runs with equal fingerprints are comparable."""
         values = self.public()
         measured = {key: values[key] for key in sorted(MEASURED)}
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Settings that can hold a credential, and how each is shown wherever settings are printed, logged or stored
+# (stdout, task logs, XCom, runs.config, exports, reports): a URL keeps all but its password, a mapping keeps
+# its keys. A new setting that can hold a credential belongs here.
+SECRETS: dict[str, Literal["url", "values"]] = {"results_url": "url", "regression_notifier_args": "values"}
+MASK = "***"
+_CREDENTIAL_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+
+def masked(name: str, value: Any) -> Any:
+    """`value` of setting `name` as it may be shown: masked when the setting is in SECRETS."""
+    kind = SECRETS.get(name)
+    if kind is None or value is None:
+        return value
+    if kind == "url":
+        return masked_url(str(value))
+    return {key: MASK for key in value}
+
+
+def masked_url(url: str) -> str:
+    """`url` without its password (nor password-like query values such as `?sslpassword=`)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "<hidden>"  # unparsable: no telling which part is the password
+    query = {key: MASK if _CREDENTIAL_QUERY_KEY.search(key) else value for key, value in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 # Settings that change the numbers; the rest (paths, verbosity, observation count, URLs) do not.
@@ -269,18 +381,94 @@ MEASURED = frozenset({
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read `.env` (if given or present in the working directory), the environment and `overrides`."""
-    fields = Settings.model_fields
+    """Read `.env` (if given or present in the working directory), the environment and `overrides`.
+
+    A key that is no setting is refused in the file and in `overrides` (a typo must not silently leave the
+    default in place), together with every other problem; in the environment, which holds other programs'
+    variables too, a near miss of a setting's name is only a warning.
+    """
     overrides = {key.lower(): value for key, value in overrides.items()}
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        names = ", ".join(name.upper() for name in fields)
-        raise ConfigError([Problem(key.upper(), overrides[key], f"one of {names}") for key in unknown])
+    problems = [_unknown(key, value) for key, value in overrides.items() if key not in Settings.model_fields]
     if env_file is None:
         env_file = Path(".env") if Path(".env").is_file() else None
     elif not Path(env_file).is_file():
-        raise ConfigError([Problem("settings file", str(env_file), "an existing .env file")])
-    return Settings(_env_file=env_file, **overrides)
+        problems.append(Problem("settings file", str(env_file), "an existing .env file"))
+        env_file = None
+    if env_file is not None:
+        problems += env_file_problems(Path(env_file))
+    _warn_near_misses(os.environ)
+    try:
+        settings = Settings(_env_file=env_file, **overrides)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def memory_bytes(text: str, *, bare_unit: str) -> int:
+    """Bytes of "300GB", "300G" (decimal), "300Gi"/"300GiB" (binary), by dask's `parse_bytes`; a bare number
+    takes `bare_unit` (the origin's rule: Gi on Kubernetes, GB on Slurm), not dask's bytes."""
+    text = text.strip()
+    try:
+        float(text)
+        text += bare_unit
+    except ValueError:
+        pass
+    try:
+        value = parse_bytes(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a memory size: {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"not a positive memory size: {text!r}")
+    return value
+
+
+def env_file_problems(path: Path) -> list[Problem]:
+    """Lines of a `.env` file that set no setting: unknown keys (with the closest known one) and lines
+    python-dotenv cannot parse (it would skip them)."""
+    from dotenv.parser import parse_stream
+
+    problems = []
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            text = binding.original.string
+            # a binding's text starts with the blank lines and comments before it
+            line = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
+            where = f"{path}:{line}"
+            if binding.error:
+                problems.append(Problem("line", text.strip(), "KEY=VALUE (python-dotenv cannot read it)", where=where))
+            elif binding.key is not None and binding.key.lower() not in Settings.model_fields:
+                problems.append(_unknown(binding.key, binding.value, where))
+    return problems
+
+
+def _unknown(key: str, value: Any, where: str = "") -> Problem:
+    known = [name.upper() for name in Settings.model_fields]
+    close = difflib.get_close_matches(key.upper(), known, n=1)
+    hint = f"did you mean {close[0]}?" if close else "see .env.example for every setting"
+    return Problem(key.upper(), value, f"a known setting; {hint}", where=where)
+
+
+def _warn_near_misses(environment: Any) -> None:
+    known = [name.upper() for name in Settings.model_fields]
+    for name in environment:
+        if name.lower() in Settings.model_fields:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=ENV_NEAR_MISS)
+        if close:
+            log.warning("environment variable %s is not a daskweak setting and is ignored; did you mean %s?",
+                        name, close[0])
+
+
+def _chosen_backend(data: dict[str, Any]) -> str | None:
+    """The backend raw values select, or None when BACKEND or KUBE is itself invalid (reported later)."""
+    try:
+        backend = TypeAdapter(Backend | None).validate_python(data.get("backend"))
+        kube = TypeAdapter(bool | None).validate_python(data.get("kube"))
+    except ValidationError:
+        return None
+    return _resolve_backend(backend, kube)
 
 
 def _resolve_backend(backend: str | None, kube: bool | None) -> str:
@@ -296,12 +484,12 @@ def _field_problem(cls: type[Settings], err: Any) -> Problem:
     field = cls.model_fields.get(name)
     extra = field.json_schema_extra if field else None
     accepted = extra["accepted"] if isinstance(extra, dict) else err["msg"]
-    return Problem(name.upper(), err.get("input"), str(accepted))
+    return Problem(name.upper(), "<hidden>" if name in SECRETS else err.get("input"), str(accepted))
 
 
 def _lenient_values(cls: type[Settings], data: Any, failed: set[str]) -> dict[str, Any]:
     """Parse what did validate, so cross-setting checks still run beside the field errors."""
-    raw = {str(k).lower(): v for k, v in dict(data or {}).items()}
+    raw = dict(data or {})
     values: dict[str, Any] = {}
     for name, field in cls.model_fields.items():
         if name in failed:
@@ -309,9 +497,7 @@ def _lenient_values(cls: type[Settings], data: Any, failed: set[str]) -> dict[st
             continue
         value = raw.get(name, field.default)
         try:
-            values[name] = TypeAdapter(field.annotation).validate_python(
-                None if isinstance(value, str) and not value.strip() else value
-            )
+            values[name] = TypeAdapter(field.annotation).validate_python(value)
         except ValidationError:
             values[name] = None
     values["backend"] = _resolve_backend(values["backend"], values["kube"]) if "backend" not in failed else None
@@ -332,8 +518,6 @@ def _consistency_problems(v: dict[str, Any]) -> list[Problem]:
         for key in ("kube_namespace", "container_image"):
             if not v.get(key):
                 problems.append(Problem(key.upper(), v.get(key), "a value: it is required when BACKEND=kubernetes"))
-    if backend == "kubernetes" and v.get("use_ssl") and not v.get("secret_cert_name"):
-        problems.append(Problem("SECRET_CERT_NAME", None, "a Secret name: required when USE_SSL=True on kubernetes"))
     if v.get("use_ssl") and not v.get("cert_dir"):
         problems.append(Problem("CERT_DIR", None, "a directory path: it is required when USE_SSL=True"))
     if v.get("step_by") and v.get("max_n_cores") and v["step_by"] > v["max_n_cores"] and v["max_n_cores"] > 1:
