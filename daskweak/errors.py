@@ -16,9 +16,11 @@ class Problem:
     setting: str
     given: object
     accepted: str
+    where: str = ""  # file:line of a `.env` line, when the problem is one
 
     def __str__(self) -> str:
-        return f"{self.setting}={self.given!r}: expected {self.accepted}"
+        text = f"{self.setting}={self.given!r}: expected {self.accepted}"
+        return f"{self.where}: {text}" if self.where else text
 
 
 class ConfigError(DaskweakError):

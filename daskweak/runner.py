@@ -125,8 +125,12 @@ def run_step(
     }
     rows: list[dict[str, Any]] = []
     progress.step_started(step, (settings.warmup + settings.obs_per_iter) * len(settings.suites))
+    log.log(_verbosity(settings), "step %d: starting %d cores on %s (%d workers, %d node(s))",
+            step.index, step.cores, settings.backend, step.workers, step.nodes)
     try:
         with open_cluster(settings, step, run_id) as deployment:
+            log.log(_verbosity(settings), "step %d: %d workers with %d cores ready after %.1fs",
+                    step.index, deployment.workers, deployment.cores, deployment.time_to_ready)
             record |= {
                 "cores_actual": deployment.cores, "workers_actual": deployment.workers,
                 "threads_per_worker": deployment.threads_per_worker,
@@ -156,6 +160,8 @@ def run_step(
         if owned:
             store.close()
     summary = summarize(record, rows)
+    log.log(_verbosity(settings), "step %d (%d cores): %s%s", step.index, step.cores, record["status"],
+            f": {record['error']}" if record["error"] else "")
     progress.step_finished(step, summary)
     return summary
 
@@ -180,11 +186,20 @@ def observe(
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
             rows.append(base | timed(operation, client, settings.operation_timeout))
+            log.log(_verbosity(settings), "cores=%d suite=%s observation=%d%s operation=%s seconds=%.4f status=%s",
+                    step.cores, suite, observation, " (warm-up)" if base["warmup"] else "",
+                    rows[-1]["operation"], rows[-1]["duration"], rows[-1]["status"])
             check_interrupted()
     peak = max(value for _, value in sampler.samples[label])
     for row in rows:
         row["peak_memory"] = peak
     return rows
+
+
+def _verbosity(settings: Settings) -> int:
+    """VERBOSE=True logs each step and observation at INFO; otherwise at DEBUG, so that a host that shows INFO
+    (an Airflow task log) does not get them unasked."""
+    return logging.INFO if settings.verbose else logging.DEBUG
 
 
 def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from daskweak.errors import ConfigError
 from daskweak.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+SLURM = {"backend": "slurm", "account": "a", "partition": "p"}
+KUBE = {"backend": "kubernetes", "kube_namespace": "ns", "container_image": "img"}
 
 BAD = [
     ({"max_n_cores": 0}, "MAX_N_CORES"),
@@ -27,8 +29,11 @@ BAD = [
     ({"timeout": 0}, "TIMEOUT"),
     ({"timeout": "soon"}, "TIMEOUT"),
     ({"poll_interval": -1}, "POLL_INTERVAL"),
-    ({"time_limit": "1h"}, "TIME_LIMIT"),
-    ({"time_limit": "01:61:00"}, "TIME_LIMIT"),
+    ({**SLURM, "time_limit": "1h"}, "TIME_LIMIT"),
+    ({**SLURM, "time_limit": "01:61:00"}, "TIME_LIMIT"),
+    ({**SLURM, "time_limit": "1-24"}, "TIME_LIMIT"),
+    ({**SLURM, "time_limit": "1-00:00:00:00"}, "TIME_LIMIT"),
+    ({**SLURM, "time_limit": "forever"}, "TIME_LIMIT"),
     ({"backend": "yarn"}, "BACKEND"),
     ({"kube": "maybe"}, "KUBE"),
     ({"kube": True, "backend": "slurm", "account": "a", "partition": "p"}, "KUBE"),
@@ -41,10 +46,12 @@ BAD = [
     ({"use_ssl": "sometimes"}, "USE_SSL"),
     ({"mem_per_node": "lots"}, "MEM_PER_NODE"),
     ({"mem_per_node": "300XB"}, "MEM_PER_NODE"),
-    ({"scheduler_mem": "-2Gi"}, "SCHEDULER_MEM"),
-    ({"scheduler_cores": 0}, "SCHEDULER_CORES"),
+    ({"mem_per_node": "0"}, "MEM_PER_NODE"),
+    ({**KUBE, "scheduler_mem": "-2Gi"}, "SCHEDULER_MEM"),
+    ({**KUBE, "scheduler_cores": 0}, "SCHEDULER_CORES"),
+    ({**KUBE, "secret_cert_name": "Not A Secret"}, "SECRET_CERT_NAME"),
     ({"suites": "arrays,graphs"}, "SUITES"),
-    ({"suites": ""}, "SUITES"),
+    ({"suites": ","}, "SUITES"),
     ({"scaling": "sideways"}, "SCALING"),
     ({"worker_mode": "fibers"}, "WORKER_MODE"),
     ({"problem_size_array": 1}, "PROBLEM_SIZE_ARRAY"),
@@ -52,8 +59,8 @@ BAD = [
     ({"problem_size_tasks": 0}, "PROBLEM_SIZE_TASKS"),
     ({"res_file_name": "results.csv"}, "RES_FILE_NAME"),
     ({"res_file_name": "../x"}, "RES_FILE_NAME"),
-    ({"kubecluster_name": "Not_A_DNS_Name"}, "KUBECLUSTER_NAME"),
-    ({"env_to_source": "/no/such/venv"}, "ENV_TO_SOURCE"),
+    ({**KUBE, "kubecluster_name": "Not_A_DNS_Name"}, "KUBECLUSTER_NAME"),
+    ({**SLURM, "env_to_source": "/no/such/venv"}, "ENV_TO_SOURCE"),
     ({"net_interface": "no-such-nic0"}, "NET_INTERFACE"),
     ({"results_url": "not a url"}, "RESULTS_URL"),
     ({"max_n_coers": 4}, "MAX_N_COERS"),
@@ -129,7 +136,10 @@ def test_memory_units_follow_the_backend_and_explicit_units_win():
     assert kube.mem_per_node_bytes == 300 * 2**30
     assert load_settings(mem_per_node="300Gi").mem_per_node_bytes == 300 * 2**30
     assert load_settings(mem_per_node="300GB").mem_per_node_bytes == 300 * 10**9
-    assert load_settings(scheduler_mem="4").scheduler_mem_bytes == 4 * 2**30
+    assert load_settings(**KUBE, scheduler_mem="4").scheduler_mem_bytes == 4 * 2**30
+    assert load_settings(**SLURM, scheduler_mem="4GB").scheduler_mem_bytes == 2 * 2**30  # ignored on slurm
+    assert load_settings(mem_per_node="1.5Gi").mem_per_node_bytes == int(1.5 * 2**30)
+    assert load_settings(mem_per_node=" 300 G ").mem_per_node_bytes == 300 * 10**9
 
 
 def test_suites_parse_from_a_comma_separated_list():
@@ -166,3 +176,121 @@ def test_readme_documents_every_setting_with_its_default():
         default = field.default
         shown = "" if default is None else ",".join(default) if isinstance(default, list) else str(default)
         assert rows.get(name.upper()) == shown, name
+
+
+# A `.env` written for the origin (its table, KUBE=True), the Slurm keys still holding the template's
+# placeholders and SECRET_CERT_NAME not set.
+ORIGIN_KUBE_ENV = """\
+KUBE=True
+KUBE_NAMESPACE=dask
+CONTAINER_IMAGE=registry.example/dask-bench:latest
+SCHEDULER_HOST=node01.example
+KUBECLUSTER_NAME=dask-bench
+SCHEDULER_CORES=2
+SCHEDULER_MEM=8
+OUT_DIR=./out
+RES_DIR=./results
+USE_SSL=False
+CERT_DIR=./certs
+RES_FILE_NAME=results
+MAX_N_CORES=4
+CORES_PER_NODE=2
+STEP_BY=2
+OBS_PER_ITER=5
+MEM_PER_NODE=16
+VERBOSE=False
+NET_INTERFACE=ib0
+ACCOUNT=<your account>
+PARTITION=<your partition>
+TIME_LIMIT=1-00:00:00
+ENV_TO_SOURCE=/path/to/venv
+TIMEOUT=300
+POLL_INTERVAL=5
+PROBLEM_SIZE_ARRAY=10000
+PROBLEM_SIZE_DATAFRAMES=1000000
+"""
+
+
+def test_an_empty_value_means_unset_for_every_key(tmp_path):
+    (tmp_path / ".env").write_text("".join(f"{name.upper()}=\n" for name in Settings.model_fields))
+    settings = load_settings()
+    for name, field in Settings.model_fields.items():
+        expected = "local" if name == "backend" else field.default
+        assert getattr(settings, name) == expected, name
+
+
+def test_a_misspelled_key_in_a_settings_file_is_refused_with_its_line_and_the_closest_key(tmp_path):
+    env_file = tmp_path / "bench.env"
+    env_file.write_text("MAX_N_CORES=2\n# the sweep\n\nMAX_N_CORE=8\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file)
+    [problem] = caught.value.problems
+    assert (problem.setting, problem.given, problem.where) == ("MAX_N_CORE", "8", f"{env_file}:4")
+    assert "did you mean MAX_N_CORES?" in str(caught.value)
+    assert f"{env_file}:4: MAX_N_CORE='8'" in str(caught.value)
+
+
+def test_a_misspelled_override_is_refused_with_the_closest_key():
+    expected = "MAX_N_CORE='8': expected a known setting; did you mean MAX_N_CORES?"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_settings(MAX_N_CORE="8")
+
+
+def test_a_line_python_dotenv_cannot_parse_is_refused(tmp_path):
+    (tmp_path / ".env").write_text("MAX_N_CORES=2\nSTEP_BY 2\n")
+    with pytest.raises(ConfigError, match=r"\.env:2: line='STEP_BY 2': expected KEY=VALUE"):
+        load_settings()
+
+
+def test_an_environment_variable_close_to_a_setting_is_a_warning_only(monkeypatch, caplog):
+    monkeypatch.setenv("MAX_N_CORE", "8")
+    monkeypatch.setenv("TIMEOUT_S", "5")  # another program's variable, not close enough to TIMEOUT
+    with caplog.at_level("WARNING", logger="daskweak.settings"):
+        settings = load_settings()
+    assert settings.max_n_cores == 2
+    [record] = caplog.records
+    assert "MAX_N_CORE" in record.getMessage() and "did you mean MAX_N_CORES?" in record.getMessage()
+
+
+def test_every_problem_is_reported_at_once_unknown_keys_included(tmp_path):
+    env_file = tmp_path / "bench.env"
+    env_file.write_text("STEP_BY=0\nOBS_PER_ITR=3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env_file, max_n_cores=0, warmupp=1)
+    names = {p.setting for p in caught.value.problems}
+    assert names == {"STEP_BY", "OBS_PER_ITR", "MAX_N_CORES", "WARMUPP"}
+
+
+@pytest.mark.parametrize("limit", ["30", "30:00", "01:00:00", "48:00:00", "1-00", "1-12:30", "1-00:00:00",
+                                   "7-23:59:59", "UNLIMITED", "infinite"])
+def test_time_limit_accepts_every_form_of_sbatch_time(limit):
+    assert load_settings(**SLURM, time_limit=limit).time_limit == limit
+
+
+def test_an_origin_env_for_kubernetes_ignores_the_slurm_placeholders(tmp_path):
+    (tmp_path / ".env").write_text(ORIGIN_KUBE_ENV)
+    settings = load_settings()
+    assert settings.backend == "kubernetes"
+    assert set(settings.ignored) == {"account", "partition", "time_limit", "env_to_source", "out_dir",
+                                     "net_interface"}
+    assert (settings.account, settings.env_to_source, settings.net_interface) == (None, None, None)
+    assert settings.mem_per_node_bytes == 16 * 2**30 and settings.scheduler_mem_bytes == 8 * 2**30
+    assert settings.secret_cert_name == "daskweak-tls"
+
+
+def test_on_slurm_the_kubernetes_keys_are_ignored_and_the_interface_is_not_checked_here(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    settings = load_settings(**SLURM, env_to_source=str(venv), net_interface="no-such-nic0",
+                             scheduler_mem="lots", kubecluster_name="Not_A_DNS_Name", container_image="img")
+    assert settings.net_interface == "no-such-nic0"
+    assert set(settings.ignored) == {"scheduler_mem", "kubecluster_name", "container_image"}
+    assert settings.fingerprint() == load_settings(**SLURM, env_to_source=str(venv),
+                                                   net_interface="no-such-nic0").fingerprint()
+
+
+def test_secret_cert_name_defaults_to_the_charts_secret():
+    import yaml
+
+    values = yaml.safe_load((ROOT / "charts" / "daskweak" / "values.yaml").read_text())
+    assert load_settings(**KUBE).secret_cert_name == values["tls"]["secretName"] == "daskweak-tls"

@@ -17,12 +17,19 @@ from typing import Any
 
 from dask_jobqueue import SLURMCluster
 
+from daskweak.backends.polling import poll_until
 from daskweak.errors import DaskweakError
 from daskweak.plan import Step
 from daskweak.settings import Settings
 from daskweak.tls import security
 
 DEFAULT_GB_PER_CORE = 2
+
+
+class PolledSLURMCluster(SLURMCluster):
+    """A SLURMCluster that knows POLL_INTERVAL, because `stop` receives only the cluster."""
+
+    poll_interval: float = 1.0
 
 
 class SubmissionRefused(DaskweakError):
@@ -85,7 +92,8 @@ def start(settings: Settings, step: Step, run_id: str) -> SLURMCluster:
     """One job per planned node; a smaller last node gets a smaller job (jobqueue's specs are per job)."""
     Path(settings.out_dir).mkdir(parents=True, exist_ok=True)
     largest = max(step.node_cores)
-    cluster = SLURMCluster(**cluster_options(settings, largest))
+    cluster = PolledSLURMCluster(**cluster_options(settings, largest))
+    cluster.poll_interval = settings.poll_interval
     try:
         check_submission(cluster.job_script())
         template = cluster.new_spec
@@ -104,18 +112,19 @@ def start(settings: Settings, step: Step, run_id: str) -> SLURMCluster:
     return cluster
 
 
-def stop(cluster: SLURMCluster, wait: float = 60.0) -> None:
+def stop(cluster: PolledSLURMCluster, wait: float = 60.0) -> None:
     """Close the cluster (scancel of its jobs) and wait until Slurm has let the jobs go, so the next step's
-    jobs do not queue behind them."""
+    jobs do not queue behind them; squeue is asked every POLL_INTERVAL."""
     job_ids = _job_ids(cluster)
     cluster.close()
-    deadline = time.monotonic() + wait
-    while job_ids and time.monotonic() < deadline:
-        listed = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
-                                text=True, timeout=30).stdout.split()
-        if not listed:
-            return
-        time.sleep(0.5)
+    if job_ids:
+        poll_until(lambda: not _queued(job_ids), interval=cluster.poll_interval, deadline=time.monotonic() + wait)
+
+
+def _queued(job_ids: list[str]) -> list[str]:
+    """The jobs of `job_ids` squeue still lists."""
+    return subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True,
+                          text=True, timeout=30).stdout.split()
 
 
 def client_options(settings: Settings) -> dict[str, Any]:

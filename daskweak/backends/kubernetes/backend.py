@@ -22,6 +22,7 @@ from distributed import Client
 from kr8s.objects import Pod, Secret, Service, new_class
 
 from daskweak.backends.kubernetes import manifests
+from daskweak.backends.polling import poll_until
 from daskweak.errors import DaskweakError, ScaleTimeout
 from daskweak.plan import Step
 from daskweak.settings import Settings
@@ -29,7 +30,6 @@ from daskweak.tls import security
 
 DaskCluster = new_class("DaskCluster", "kubernetes.dask.org/v1", asyncio=False, plural="daskclusters")
 DaskWorkerGroup = new_class("DaskWorkerGroup", "kubernetes.dask.org/v1", asyncio=False, plural="daskworkergroups")
-POLL = 0.2  # seconds between API reads while a step waits; light for the API, small against time to ready
 DELETE_WAIT = 120.0
 
 
@@ -45,6 +45,7 @@ class KubeDeployment:
     name: str
     namespace: str
     deadline: float
+    poll_interval: float  # POLL_INTERVAL, kept here because `stop` receives only the deployment
     objects: list[Any] = field(default_factory=list)
     address: str | None = None
 
@@ -65,13 +66,14 @@ def start(settings: Settings, step: Step, run_id: str) -> KubeDeployment:
     if settings.use_ssl:
         check_tls_secret(client, settings)
     specs = manifests.manifests(settings, step, run_id, settings.kube_service_type)
-    deployment = KubeDeployment(client, specs[0]["metadata"]["name"], settings.kube_namespace, deadline)
+    deployment = KubeDeployment(client, specs[0]["metadata"]["name"], settings.kube_namespace, deadline,
+                                settings.poll_interval)
     try:
         for spec in specs:
             kind = DaskCluster if spec["kind"] == "DaskCluster" else DaskWorkerGroup
             obj = kind(spec, api=client)
             if obj.exists():  # left by a killed attempt of this very step: replace it
-                _delete_and_wait([obj], deadline)
+                _delete_and_wait([obj], deadline, settings.poll_interval)
             deployment.objects.append(obj)  # before create: a signal during the call must not hide it from stop
             obj.create()
         deployment.address = _wait_for_address(deployment, settings)
@@ -111,7 +113,7 @@ def describe(deployment: KubeDeployment) -> dict[str, Any]:
 
 def stop(deployment: KubeDeployment) -> None:
     """Delete the DaskCluster (its pods, services and worker groups go with it) and wait until it is gone."""
-    _delete_and_wait(list(reversed(deployment.objects)), time.monotonic() + DELETE_WAIT)
+    _delete_and_wait(list(reversed(deployment.objects)), time.monotonic() + DELETE_WAIT, deployment.poll_interval)
 
 
 def delete_run(settings: Settings, run_id: str) -> list[str]:
@@ -119,7 +121,7 @@ def delete_run(settings: Settings, run_id: str) -> list[str]:
     client = api()
     found = list(DaskCluster.list(namespace=settings.kube_namespace, api=client,
                                   label_selector={"daskweak/run": manifests.run_label(run_id)}))
-    _delete_and_wait(found, time.monotonic() + DELETE_WAIT)
+    _delete_and_wait(found, time.monotonic() + DELETE_WAIT, settings.poll_interval)
     return [obj.name for obj in found]
 
 
@@ -147,11 +149,15 @@ def _wait_for_address(deployment: KubeDeployment, settings: Settings) -> str:
     service_name = f"{deployment.name}-scheduler"
     if settings.kube_service_type == "ClusterIP":
         return f"{protocol}://{service_name}.{deployment.namespace}.svc.cluster.local:{port}"
-    while time.monotonic() < deployment.deadline:
+    host: tuple[str, int] | None = None
+
+    def reachable() -> bool:
+        nonlocal host
         host = _reachable_host(deployment, settings, service_name)
-        if host:
-            return f"{protocol}://{host[0]}:{host[1]}"
-        time.sleep(POLL)
+        return host is not None
+
+    if poll_until(reachable, interval=deployment.poll_interval, deadline=deployment.deadline) and host:
+        return f"{protocol}://{host[0]}:{host[1]}"
     raise ScaleTimeout(
         f"the scheduler service {service_name} ({settings.kube_service_type}) had no address within "
         f"TIMEOUT={settings.timeout:g}s: {_scheduler_state(deployment)}"
@@ -203,10 +209,9 @@ def _pod_state(pod: Any) -> str:
     return ", ".join(parts)
 
 
-def _delete_and_wait(objects: list[Any], deadline: float) -> None:
+def _delete_and_wait(objects: list[Any], deadline: float, interval: float) -> None:
     for obj in objects:
         with suppress(kr8s.NotFoundError):
             obj.delete(propagation_policy="Foreground")
     for obj in objects:
-        while obj.exists() and time.monotonic() < deadline:
-            time.sleep(POLL)
+        poll_until(lambda obj=obj: not obj.exists(), interval=interval, deadline=deadline)
