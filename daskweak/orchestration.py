@@ -71,7 +71,7 @@ def request(
         return env_file, overrides  # the validate task reports it
     for key in ("res_dir", "out_dir", "cert_dir"):
         path = getattr(settings, key)
-        if path is not None and not path.is_absolute():
+        if path is not None and not path.is_absolute() and settings.applies(key):
             overrides[key] = str(base / path)
     return env_file, overrides
 

@@ -286,6 +286,10 @@ class Settings(BaseSettings):
         """Keys the user set that configure another backend (field names): dropped, never checked."""
         return self._ignored
 
+    def applies(self, name: str) -> bool:
+        """Whether setting `name` is read on this backend (see APPLIES_TO)."""
+        return self.backend in APPLIES_TO.get(name, {self.backend})
+
     # --- derived values ---
     @property
     def node_cores(self) -> int:

@@ -294,3 +294,13 @@ def test_secret_cert_name_defaults_to_the_charts_secret():
 
     values = yaml.safe_load((ROOT / "charts" / "daskweak" / "values.yaml").read_text())
     assert load_settings(**KUBE).secret_cert_name == values["tls"]["secretName"] == "daskweak-tls"
+
+
+def test_airflow_tasks_anchor_only_the_paths_their_backend_reads(tmp_path):
+    from daskweak.orchestration import request
+
+    env_file = tmp_path / "bench.env"
+    env_file.write_text("MAX_N_CORES=1\n")
+    path, overrides = request({"settings_file": str(env_file)})
+    assert overrides == {"res_dir": str(tmp_path / "results")}  # no OUT_DIR: Slurm's, not local's
+    assert load_settings(path, **overrides).ignored == ()
