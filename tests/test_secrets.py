@@ -109,30 +109,37 @@ def test_a_run_with_sentinel_secrets_shows_them_nowhere(tmp_path, secret_databas
     dags_test = home.run("dags", "test", "dask_weak_scaling", check=True)
     outputs["airflow dags test"] = dags_test.stdout + dags_test.stderr
     airflow_run = home.latest_run_id("dask_weak_scaling")
+    # The same database through an Airflow Connection (RESULTS_CONN_ID): the URL then travels as an override.
+    connection = secret_database.replace("postgresql+psycopg://", "postgres://")
+    dags_test = home.run("dags", "test", "dask_weak_scaling", check=True,
+                         env={"RESULTS_CONN_ID": "secret_results", "AIRFLOW_CONN_SECRET_RESULTS": connection})
+    outputs["airflow dags test (Connection)"] = dags_test.stdout + dags_test.stderr
+    connection_run = home.latest_run_id("dask_weak_scaling")
 
     found = [leak for name, text in outputs.items() for leak in leaks(name, text)]
     found += files_leaks(home.home)  # task logs, airflow.db
     with sqlite3.connect(home.home / "airflow.db") as db:
         found += leaks("airflow.db rows", "\n".join(db.iterdump()))
-        xcoms = db.execute("select task_id, value from xcom where run_id = ?", (airflow_run,)).fetchall()
-    found += [leak for task_id, value in xcoms for leak in leaks(f"xcom of {task_id}", str(value))]
+        xcoms = db.execute("select run_id, task_id, value from xcom").fetchall()
+    found += [leak for run, task_id, value in xcoms for leak in leaks(f"xcom of {run} {task_id}", str(value))]
     found += files_leaks(results)  # exports, reports, regression verdict
     database, tables = database_leaks(secret_database)
     found += database
     with ResultStore(secret_database) as store:
         found += leaks("runs page", pages.runs_page(store))
-        for run in (run_id, airflow_run):
+        for run in (run_id, airflow_run, connection_run):
             found += leaks(f"page of {run}", pages.run_page(store, run) or "")
         configs = store.runs().set_index("run_id")["config"]
     assert found == [], "\n".join(found)
 
     # Not a vacuous search: the masked settings are where they should be.
     assert "postgres:***@127.0.0.1" in out
-    validated = next(json.loads(value) for task_id, value in xcoms if task_id == "validate")
-    for config in (validated, configs[run_id], configs[airflow_run]):
+    validated = [json.loads(value) for _, task_id, value in xcoms if task_id == "validate"]
+    assert len(validated) == 2
+    for config in (*validated, configs[run_id], configs[airflow_run], configs[connection_run]):
         assert config["regression_notifier_args"] == {"token": "***", "text": "***"}
         assert config["results_url"].startswith("postgresql+psycopg://postgres:***@127.0.0.1:")
-    assert len(tables["observations"]) > 0 and {run_id, airflow_run} <= set(configs.index)
+    assert len(tables["observations"]) > 0 and {run_id, airflow_run, connection_run} <= set(configs.index)
     assert list(results.glob("**/report.html")) and list(results.glob("*.parquet"))
 
 
