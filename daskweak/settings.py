@@ -263,8 +263,10 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             data = {str(k).lower(): v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
             backend = _chosen_backend(data)
-            ignored = [key for key in data if backend and backend not in APPLIES_TO.get(key, {backend})]
-            data = {k: v for k, v in data.items() if k not in ignored}
+            dropped = [key for key in data if backend and backend not in APPLIES_TO.get(key, {backend})]
+            # worth telling only when the value would have changed something (not a template's default)
+            ignored = [key for key in dropped if not _is_default(cls, key, data[key])]
+            data = {k: v for k, v in data.items() if k not in dropped}
         try:
             settings = handler(data)
         except ValidationError as exc:
@@ -283,7 +285,8 @@ class Settings(BaseSettings):
 
     @property
     def ignored(self) -> tuple[str, ...]:
-        """Keys the user set that configure another backend (field names): dropped, never checked."""
+        """Keys set to a non-default value that configure another backend (field names): dropped, never
+        checked."""
         return self._ignored
 
     def applies(self, name: str) -> bool:
@@ -463,6 +466,16 @@ def _warn_near_misses(environment: Any) -> None:
         if close:
             log.warning("environment variable %s is not a daskweak setting and is ignored; did you mean %s?",
                         name, close[0])
+
+
+def _is_default(cls: type[Settings], name: str, value: Any) -> bool:
+    field = cls.model_fields.get(name)
+    if field is None:
+        return False
+    try:
+        return TypeAdapter(field.annotation).validate_python(value) == field.default
+    except ValidationError:
+        return False
 
 
 def _chosen_backend(data: dict[str, Any]) -> str | None:

@@ -97,6 +97,7 @@ def test_the_env_example_copied_to_dot_env_plans(tmp_path):
     result = daskweak("plan", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "weak scaling plan on local" in result.stdout
+    assert "ignored" not in result.stdout  # the template's other-backend keys hold their defaults
 
 
 def test_an_origin_env_for_kubernetes_plans_and_lists_the_slurm_keys_as_ignored(tmp_path):

@@ -188,7 +188,8 @@ SCHEDULER_HOST=node01.example
 KUBECLUSTER_NAME=dask-bench
 SCHEDULER_CORES=2
 SCHEDULER_MEM=8
-OUT_DIR=./out
+OUT_DIR=./slurm-out
+SLURM_EXCLUSIVE=False
 RES_DIR=./results
 USE_SSL=False
 CERT_DIR=./certs
@@ -271,6 +272,7 @@ def test_an_origin_env_for_kubernetes_ignores_the_slurm_placeholders(tmp_path):
     (tmp_path / ".env").write_text(ORIGIN_KUBE_ENV)
     settings = load_settings()
     assert settings.backend == "kubernetes"
+    # SLURM_EXCLUSIVE=False is its default: ignoring it changes nothing, so it is not worth a mention
     assert set(settings.ignored) == {"account", "partition", "time_limit", "env_to_source", "out_dir",
                                      "net_interface"}
     assert (settings.account, settings.env_to_source, settings.net_interface) == (None, None, None)
