@@ -133,6 +133,9 @@ def validate(
     from daskweak.backends import get_backend
 
     get_backend(settings.backend)
+    if settings.ignored:
+        log.info("ignored on %s (they configure another backend): %s", settings.backend,
+                 ", ".join(name.upper() for name in settings.ignored))
     return settings.public()
 
 

@@ -306,3 +306,12 @@ def test_airflow_tasks_anchor_only_the_paths_their_backend_reads(tmp_path):
     path, overrides = request({"settings_file": str(env_file)})
     assert overrides == {"res_dir": str(tmp_path / "results")}  # no OUT_DIR: Slurm's, not local's
     assert load_settings(path, **overrides).ignored == ()
+
+
+def test_the_validate_task_logs_the_ignored_keys(tmp_path, caplog):
+    from daskweak.orchestration import validate
+
+    (tmp_path / "origin.env").write_text(ORIGIN_KUBE_ENV)
+    with caplog.at_level("INFO", logger="daskweak.orchestration"):
+        validate(str(tmp_path / "origin.env"), {})
+    assert "ignored on kubernetes (they configure another backend): ACCOUNT, ENV_TO_SOURCE" in caplog.text
