@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from daskweak import orchestration as orch
-from daskweak.errors import UnknownRun
+from daskweak.errors import ResultsUnavailable, UnknownRun
 from daskweak.settings import ALL_SUITES
 
 
@@ -163,7 +163,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         def write_report(run_id: str) -> str:
             try:
                 return f"report: {orch.report(*resolve(), run_id)}"
-            except (orch.ConfigError, UnknownRun) as exc:
+            except (orch.ConfigError, UnknownRun, ResultsUnavailable) as exc:
                 return f"no report: {exc}"
 
         # The last task is the run's colour in Airflow (a run is judged by its leaves): it fails whenever

@@ -50,3 +50,11 @@ class WorkersLost(DaskweakError):
 
 class VersionMismatch(DaskweakError):
     """Client, scheduler and workers run different versions of packages Dask needs to agree on."""
+
+
+class ResultsUnavailable(DaskweakError):
+    """The results database did not answer within the retries (down, restarting, unreachable, locked)."""
+
+
+class ResultsNotWritten(DaskweakError):
+    """Rows are still in the spool at the end of a run: the database did not come back in time."""

@@ -11,6 +11,8 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,7 +27,8 @@ from daskweak.errors import DaskweakError, WorkersLost
 from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted
-from daskweak.store import ResultStore
+from daskweak.spool import Spool, spool_for
+from daskweak.store import HEARTBEAT_SECONDS, ResultStore, this_driver
 from daskweak.workloads import Operation, get_suite
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class SweepResult:
     run_id: str
     status: str
     summaries: list[dict[str, Any]] = field(default_factory=list)
+    unwritten: str | None = None  # what is still in the spool at the end, said for the user
 
 
 def new_run_id() -> str:
@@ -69,9 +73,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def start_run(settings: Settings, store: ResultStore, run_id: str) -> None:
-    """Record the run before its first step: configuration (no secrets), fingerprint, versions, host."""
-    store.start_run({
+def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str, Any] | None = None) -> bool:
+    """Record the run before its first step: configuration (no secrets), fingerprint, versions, host, and for a
+    command-line run its driver process. Returns whether the table has it (else the spool keeps it)."""
+    return spool.start_run({
         "run_id": run_id,
         "started_at": now(),
         "status": "running",
@@ -83,27 +88,57 @@ def start_run(settings: Settings, store: ResultStore, run_id: str) -> None:
         "versions": runinfo.versions(),
         "host": runinfo.host(),
         "git_revision": runinfo.git_revision(),
+        "driver": driver,
+        "heartbeat_at": now() if driver else None,
     })
 
 
 def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progress | None = None) -> SweepResult:
-    """Every step of the plan in order; a failed step is recorded and the sweep goes on."""
+    """Every step of the plan in order; a failed step is recorded and the sweep goes on, and so does a sweep
+    whose database does not answer: its rows wait in the spool (`daskweak.spool`)."""
     get_backend(settings.backend)  # an unusable backend fails the run before anything is recorded
     run_id = run_id or new_run_id()
-    store = ResultStore(settings.database_url)
     result = SweepResult(run_id=run_id, status="running")
-    try:
-        start_run(settings, store, run_id)
-        for step in make_plan(settings):
-            result.summaries.append(run_step(settings, step, run_id, store=store, progress=progress))
-        result.status = "ok" if all(s["status"] == "ok" for s in result.summaries) else "failed"
-    except BaseException:
-        result.status = "interrupted"
-        raise
-    finally:
-        store.finish_run(run_id, result.status, now())
-        store.close()
+    with ResultStore(settings.database_url) as store:
+        spool = spool_for(settings.res_dir, store)
+        earlier = spool.sync()  # what earlier runs could not write
+        if earlier.loaded:
+            log.warning("loaded spooled results of earlier runs: %s", earlier.loaded)
+        start_run(settings, spool, run_id, driver=this_driver())
+        try:
+            with heartbeat(store, run_id):
+                for step in make_plan(settings):
+                    result.summaries.append(run_step(settings, step, run_id, store=store, progress=progress))
+            result.status = "ok" if all(s["status"] == "ok" for s in result.summaries) else "failed"
+        except BaseException:
+            result.status = "interrupted"
+            raise
+        finally:
+            store.unavailable = False  # at the end, give the database its full RETRY_SECONDS again
+            if not spool.finish_run(run_id, result.status, now()):
+                result.unwritten = spool.message(spool.pending(run_id), spool.last_error)
+                if result.status == "interrupted":  # the caller sees the exception, not the result
+                    log.warning("%s", result.unwritten)
     return result
+
+
+@contextmanager
+def heartbeat(store: ResultStore, run_id: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
+    """While the block runs, tell readers every HEARTBEAT_SECONDS that the driver lives (`store.driver_gone`
+    reads it from other hosts)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            store.heartbeat(run_id, now())
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def run_step(
@@ -114,10 +149,12 @@ def run_step(
     store: ResultStore | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Measure one step and replace its rows in the store; returns a compact JSON-able summary."""
+    """Measure one step and replace its rows in the store (through the spool, so an unreachable database
+    costs nothing); returns a compact JSON-able summary."""
     progress = progress or QuietProgress()
     owned = store is None
     store = store or ResultStore(settings.database_url)
+    spool = spool_for(settings.res_dir, store)
     record: dict[str, Any] = {
         "run_id": run_id, "step": step.index, "started_at": now(), "cores_requested": step.cores,
         "workers_requested": step.workers, "nodes": step.nodes, "layout": list(step.node_cores),
@@ -156,10 +193,13 @@ def run_step(
         raise
     finally:
         record["finished_at"] = now()
-        store.write_step(record, rows)
+        stored = spool.write_step(record, rows)
+        if not stored:
+            log.warning("step %d: the results database did not answer; its rows wait in %s",
+                        step.index, spool.path(run_id))
         if owned:
             store.close()
-    summary = summarize(record, rows)
+    summary = summarize(record, rows) | {"stored": stored}
     log.log(_verbosity(settings), "step %d (%d cores): %s%s", step.index, step.cores, record["status"],
             f": {record['error']}" if record["error"] else "")
     progress.step_finished(step, summary)

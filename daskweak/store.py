@@ -1,17 +1,24 @@
 """The results tables (runs, steps, observations, verdicts) behind one SQLAlchemy URL: SQLite by default, any server.
 
 A step's rows are written in one transaction that first deletes that step's old rows, so running a step
-again replaces it (Airflow retries, re-runs) and a crash loses only the step in flight.
+again replaces it (Airflow retries, re-runs) and loading a spooled step twice (`daskweak.spool`) is harmless.
+
+A database that does not answer is retried for RETRY_SECONDS, then `ResultsUnavailable` is raised; the spool
+keeps the rows meanwhile. After one such give-up the store tries each later operation once (a sweep must not
+wait half a minute per write during an outage) until the database answers again.
 """
 
 from __future__ import annotations
 
-import time
+import logging
+import socket
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+import psutil
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -28,11 +35,24 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
+
+from daskweak.errors import ResultsUnavailable
+
+log = logging.getLogger(__name__)
+
+# How long a write waits for an unreachable database (or a locked SQLite file) before the spool keeps its rows.
+RETRY_SECONDS = 30.0
+# A command-line run writes its heartbeat this often; one not heard from for STALE_AFTER is shown interrupted.
+HEARTBEAT_SECONDS = 60.0
+STALE_AFTER = timedelta(minutes=10)
 
 metadata = MetaData()
 
@@ -50,6 +70,10 @@ runs = Table(
     Column("versions", JSON, nullable=False),
     Column("host", String(255), nullable=False),
     Column("git_revision", String(64)),
+    # Added after the first release (see _add_missing_columns): who drives a command-line run, and when it
+    # last said so; Airflow runs leave both empty (Airflow drives them and its finish task closes them).
+    Column("driver", JSON),
+    Column("heartbeat_at", DateTime(timezone=True)),
 )
 
 steps = Table(
@@ -118,12 +142,18 @@ T = TypeVar("T")
 
 
 class ResultStore:
-    """Idempotent writes and plain DataFrame reads over the three tables."""
+    """Idempotent writes and plain DataFrame reads over the tables; opening one does not touch the database."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, retry_seconds: float | None = None):
         self.url = url
         self.engine = _engine(url)
-        self._retry(lambda: metadata.create_all(self.engine))
+        self.retry_seconds = RETRY_SECONDS if retry_seconds is None else retry_seconds
+        self.unavailable = False  # the last operation gave up: try the next ones once each
+        self._schema_ready = False
+
+    @property
+    def masked_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
 
     def start_run(self, record: dict[str, Any]) -> None:
         def write(conn: Connection) -> None:
@@ -136,6 +166,19 @@ class ResultStore:
         self._transaction(lambda conn: conn.execute(
             update(runs).where(runs.c.run_id == run_id).values(status=status, finished_at=finished_at)
         ))
+
+    def heartbeat(self, run_id: str, at: datetime) -> bool:
+        """One attempt, no retries: a missed beat is harmless, the next one comes a minute later. (Before the
+        store's first successful operation there is no run row to refresh, and no schema to race for.)"""
+        if not self._schema_ready:
+            return False
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(update(runs).where(runs.c.run_id == run_id).values(heartbeat_at=at))
+        except SQLAlchemyError as exc:
+            log.info("heartbeat of run %s not written: %s", run_id, exc)
+            return False
+        return True
 
     def write_step(self, step_row: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
         """Replace the step's record and its observation rows in one transaction."""
@@ -154,7 +197,14 @@ class ResultStore:
         self._transaction(write)
 
     def runs(self) -> pd.DataFrame:
-        return self._read(select(runs).order_by(runs.c.started_at))
+        """Every run; a "running" run whose driver is gone shows as "interrupted" (see `driver_gone`)."""
+        table = self._read(select(runs).order_by(runs.c.started_at))
+        if not table.empty:
+            gone = [status == "running" and driver_gone(driver, heartbeat)
+                    for status, driver, heartbeat in zip(table["status"], table["driver"], table["heartbeat_at"],
+                                                         strict=True)]
+            table.loc[gone, "status"] = "interrupted"
+        return table
 
     def steps(self, run_id: str) -> pd.DataFrame:
         return self._read(select(steps).where(steps.c.run_id == run_id).order_by(steps.c.step))
@@ -175,13 +225,19 @@ class ResultStore:
         self._transaction(write)
 
     def verdict(self, run_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(verdicts).where(verdicts.c.run_id == run_id)).mappings().first()
-        return dict(row) if row else None
+        def read() -> dict[str, Any] | None:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(verdicts).where(verdicts.c.run_id == run_id)).mappings().first()
+            return dict(row) if row else None
+
+        return self._retry(read)
 
     def verdict_statuses(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            return dict(conn.execute(select(verdicts.c.run_id, verdicts.c.status)).all())
+        def read() -> dict[str, str]:
+            with self.engine.connect() as conn:
+                return dict(conn.execute(select(verdicts.c.run_id, verdicts.c.status)).all())
+
+        return self._retry(read)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -193,8 +249,11 @@ class ResultStore:
         self.close()
 
     def _read(self, query: Any) -> pd.DataFrame:
-        with self.engine.connect() as conn:
-            return pd.read_sql(query, conn)
+        def read() -> pd.DataFrame:
+            with self.engine.connect() as conn:
+                return pd.read_sql(query, conn)
+
+        return self._retry(read)
 
     def _transaction(self, work: Callable[[Connection], Any]) -> None:
         def attempt() -> None:
@@ -203,22 +262,87 @@ class ResultStore:
 
         self._retry(attempt)
 
-    @staticmethod
-    def _retry(work: Callable[[], T], attempts: int = 20) -> T:
-        """Concurrent writers: SQLite may report "locked" and racing creators may collide; try again."""
-        for attempt in range(attempts):
+    def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
+            self._schema_ready = True
+
+    def _retry(self, work: Callable[[], T]) -> T:
+        """A server restarting or failing over, a network blip, SQLite's "locked", racing table creators:
+        all pass within RETRY_SECONDS; past that `ResultsUnavailable`, and later calls try once each."""
+
+        def attempt() -> T:
+            self._ensure_schema()
+            return work()
+
+        retrying = Retrying(
+            retry=retry_if_exception_type((OperationalError, InterfaceError, IntegrityError)),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            stop=stop_after_attempt(1) if self.unavailable else stop_after_delay(self.retry_seconds),
+            reraise=True,
+        )
+        try:
+            result = retrying(attempt)
+        except (OperationalError, InterfaceError, IntegrityError) as exc:
+            self.unavailable = True
+            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            raise ResultsUnavailable(f"the results database {self.masked_url} did not answer: {reason}") from exc
+        self.unavailable = False
+        return result
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """`create_all` never alters an existing table: add the (nullable) columns a newer version introduced to a
+    database an older one created. Idempotent; a concurrent process adding the same column is not an error."""
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspect(engine).get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(engine.dialect)}"
             try:
-                return work()
-            except (OperationalError, IntegrityError):
-                if attempt == attempts - 1:
+                with engine.begin() as conn:
+                    conn.execute(text(ddl))
+            except DBAPIError:
+                if column.name not in {c["name"] for c in inspect(engine).get_columns(table.name)}:
                     raise
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-        raise AssertionError("unreachable")
+
+
+def this_driver() -> dict[str, Any]:
+    """What identifies the process driving a run: host name, pid, and its start time (pids are reused)."""
+    return {"host": socket.gethostname(), "pid": psutil.Process().pid, "started": psutil.Process().create_time()}
+
+
+def driver_gone(driver: dict[str, Any] | None, heartbeat_at: Any, at: datetime | None = None) -> bool:
+    """A recorded driver on this host is gone when its process is; elsewhere when its heartbeat is stale.
+
+    Runs without a driver (Airflow's) are never judged here: Airflow's finish task closes them.
+    """
+    if not driver:
+        return False
+    if driver.get("host") == socket.gethostname():
+        try:
+            return abs(psutil.Process(driver["pid"]).create_time() - driver["started"]) > 1.0
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.Error:
+            pass  # not ours to inspect: judge by the heartbeat
+    if heartbeat_at is None or pd.isna(heartbeat_at):
+        return False
+    beat = pd.Timestamp(heartbeat_at)
+    beat = beat.tz_localize(UTC) if beat.tzinfo is None else beat  # SQLite returns UTC without its zone
+    return beat < (at or datetime.now(UTC)) - STALE_AFTER
 
 
 def _engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        parsed = make_url(url)
+        # An unreachable host must fail within seconds so the retries (and the spool) take over, not hang
+        # for the TCP timeout; a connect_timeout in the URL wins.
+        connect_args = ({"connect_timeout": 10}
+                        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query else {})
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -56,32 +56,49 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Postgres:
+    """A throwaway PostgreSQL cluster from Debian's binaries, on loopback; `stop` and `start` make an outage."""
+
+    def __init__(self) -> None:
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            need("PostgreSQL server binaries (Debian package 'postgresql') are not installed")
+        self.bindir = Path(found[-1]).parent
+        # Not under pytest's tmp dir: that is private to root, and PostgreSQL refuses to run as root.
+        self.home = Path(tempfile.mkdtemp(prefix="daskweak-pg-"))
+        self.data = self.home / "data"
+        self.port = _free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+            shutil.chown(self.home, "postgres")
+        subprocess.run([*self.as_user, str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
+                        "-A", "trust"], check=True, capture_output=True)
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                        str(self.data / "log"), "-o", f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1",
+                        "start"], check=True, capture_output=True)
+
+    def stop(self, check: bool = True) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast",
+                        "stop"], check=check, capture_output=True)
+
+    def remove(self) -> None:
+        self.stop(check=False)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster from Debian's binaries, on loopback, removed afterwards."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        need("PostgreSQL server binaries (Debian package 'postgresql') are not installed")
-    bindir = Path(found[-1]).parent
-    # Not under pytest's tmp dir: that is private to root, and PostgreSQL refuses to run as root.
-    home = Path(tempfile.mkdtemp(prefix="daskweak-pg-"))
-    data = home / "data"
-    port = _free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(home, "postgres")
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"),
-                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, capture_output=True)
+    """A PostgreSQL server shared by the session, removed afterwards."""
+    server = Postgres()
+    server.start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield server.url
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        server.remove()
 
 
 def cluster_processes() -> list:

@@ -1,13 +1,23 @@
-"""The results store on SQLite and on a real PostgreSQL server: idempotent steps, concurrent writers."""
+"""The results store on SQLite and on a real PostgreSQL server: idempotent steps, concurrent writers, the
+spool's files, old databases gaining new columns, and runs whose driver is gone."""
 
 from __future__ import annotations
 
 import multiprocessing
-from datetime import UTC, datetime
+import socket
+import stat
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
 
+import psutil
 import pytest
+from sqlalchemy import Column, MetaData, Table, create_engine, insert, inspect
 
-from daskweak.store import ResultStore
+from daskweak.spool import spool_for
+from daskweak.store import STALE_AFTER, ResultStore, runs, this_driver
+from tests.conftest import wait_until
 
 WRITERS, STEPS_EACH, ROWS_EACH = 4, 5, 40
 
@@ -86,3 +96,111 @@ def test_concurrent_writers_lose_nothing(url):
     shared = store.observations("shared")
     assert len(shared) == 5 and shared["duration"].nunique() == 1
     store.close()
+
+
+def run_record(run_id: str, **extra: object) -> dict:
+    return {"run_id": run_id, "started_at": datetime.now(UTC), "status": "running", "backend": "local",
+            "scaling": "weak", "use_ssl": False, "fingerprint": "abc", "config": {"max_n_cores": 2},
+            "versions": {"dask": "x"}, "host": "h", "git_revision": None} | extra
+
+
+def fresh_database(url: str, tmp_path) -> str:
+    """An empty database: a new file, or a new database of the session's PostgreSQL server."""
+    if url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base, name = make_url(url), f"fresh_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(host=base.host, port=base.port, user=base.username, dbname=base.database,
+                         autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+def test_an_older_database_gains_the_new_columns_and_keeps_its_runs(url, tmp_path):
+    """A results database made before `driver`/`heartbeat_at` existed: `create_all` would not add them."""
+    url = fresh_database(url, tmp_path)
+    old = MetaData()
+    Table("runs", old, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                         for c in runs.columns if c.name not in ("driver", "heartbeat_at")])
+    engine = create_engine(url)
+    old.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(old.tables["runs"]).values(**run_record("before", status="ok")))
+    for _ in range(2):  # idempotent: the second store finds the columns there
+        with ResultStore(url) as store:
+            assert store.runs().set_index("run_id").loc["before", "status"] == "ok"
+    assert {"driver", "heartbeat_at"} <= {c["name"] for c in inspect(engine).get_columns("runs")}
+    with ResultStore(url) as store:
+        store.start_run(run_record("after", driver=this_driver(), heartbeat_at=datetime.now(UTC)))
+        assert store.runs().set_index("run_id").loc["after", "driver"]["pid"] == psutil.Process().pid
+    engine.dispose()
+
+
+def test_a_running_run_whose_driver_is_gone_is_shown_interrupted(tmp_path):
+    ended = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    dead = {"host": socket.gethostname(), "pid": ended.pid, "started": psutil.Process(ended.pid).create_time()}
+    ended.communicate("")  # a real driver process that has ended
+    elsewhere = {"host": "another-host.invalid", "pid": 1, "started": 0.0}
+    now = datetime.now(UTC)
+    with ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}") as store:
+        store.start_run(run_record("alive", driver=this_driver(), heartbeat_at=now - 2 * STALE_AFTER))
+        store.start_run(run_record("killed", driver=dead, heartbeat_at=now))
+        store.start_run(run_record("quiet-elsewhere", driver=elsewhere, heartbeat_at=now - 2 * STALE_AFTER))
+        store.start_run(run_record("beating-elsewhere", driver=elsewhere, heartbeat_at=now - timedelta(minutes=1)))
+        store.start_run(run_record("airflow"))  # no driver: Airflow's finish task closes it
+        store.start_run(run_record("done", driver=dead, heartbeat_at=now, status="ok"))
+        assert store.heartbeat("beating-elsewhere", datetime.now(UTC))
+        shown = store.runs().set_index("run_id")["status"].to_dict()
+    assert shown == {"alive": "running", "killed": "interrupted", "quiet-elsewhere": "interrupted",
+                     "beating-elsewhere": "running", "airflow": "running", "done": "ok"}
+
+
+def test_spooled_records_are_private_files_that_round_trip_exactly_and_load_twice_harmlessly(url, tmp_path):
+    with ResultStore(url) as store:
+        spool = spool_for(tmp_path / "results", store)
+        record = run_record("spooled", driver=this_driver(), heartbeat_at=datetime.now(UTC))
+        rows = [observation("spooled", 0, i) for i in range(3)]
+        spool._put("spooled", "run", record)
+        spool._put("spooled", "step-00000", {"step": step_row("spooled", 0), "rows": rows})
+        files = sorted((tmp_path / "results" / "spool" / "spooled").iterdir())
+        assert [f.name for f in files] == ["run.json", "step-00000.json"]
+        assert stat.S_IMODE(files[0].parent.stat().st_mode) == 0o700
+        assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+        copies = {f.name: f.read_bytes() for f in files}
+        assert spool.pending() == {"spooled": 2}
+        first = spool.sync()
+        assert first.loaded == {"spooled": 2} and not first.left and spool.pending() == {}
+        for name, content in copies.items():  # the same files again, as after a crash before their deletion
+            (spool.path("spooled")).mkdir(exist_ok=True)
+            (spool.path("spooled") / name).write_bytes(content)
+        assert spool.sync().loaded == {"spooled": 2}
+        stored = store.observations("spooled")
+        assert len(stored) == 3 and sorted(stored["operation"]) == ["op0", "op1", "op2"]
+        when = pd_utc(store.runs().set_index("run_id").loc["spooled", "started_at"])
+        assert when == record["started_at"]
+        assert list(store.steps("spooled")["status"]) == ["ok"]
+        assert not spool.path("spooled").exists()
+
+
+def pd_utc(value: object) -> datetime:
+    """SQLite gives timestamps back without their zone (they were written in UTC)."""
+    import pandas as pd
+
+    stamp = pd.Timestamp(value)
+    return (stamp if stamp.tzinfo else stamp.tz_localize(UTC)).to_pydatetime()
+
+
+def test_a_sweep_driver_refreshes_its_heartbeat(tmp_path):
+    from daskweak.runner import heartbeat
+
+    with ResultStore(f"sqlite:///{tmp_path / 'r.sqlite'}") as store:
+        started = datetime.now(UTC) - timedelta(hours=1)
+        store.start_run(run_record("beating", driver=this_driver(), heartbeat_at=started))
+
+        def beaten() -> bool:
+            return pd_utc(store.runs().set_index("run_id").loc["beating", "heartbeat_at"]) > started
+
+        with heartbeat(store, "beating", every=0.05):
+            assert wait_until(beaten, timeout=30)
