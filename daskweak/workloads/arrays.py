@@ -43,18 +43,25 @@ def operations(client: Client, step: Step, seed: int) -> Iterator[Operation]:
             raise RuntimeError("no data: the create operation did not finish")
         return data["x"]
 
-    yield Operation("create", "bytes", nbytes, create)
-    yield Operation("blockwise", "bytes", nbytes, lambda: persist(x().map_blocks(np.cumsum, axis=1)))
-    yield Operation("random_access", "bytes", len(rows) * n * 8, lambda: persist(x()[rows]))
-    yield Operation("std", "bytes", nbytes, lambda: client.compute(x().std()).result())
-    yield Operation("std_axis", "bytes", nbytes, lambda: client.compute(x().std(axis=0)).result())
-    yield Operation("sin2_cos2", "bytes", nbytes, lambda: persist(da.sin(x()) ** 2 + da.cos(x()) ** 2))
-    yield Operation("transpose_add", "bytes", nbytes, lambda: persist(x() + x().T))
+    yield Operation("create", "bytes", nbytes, create, describe="random N×N, persisted")
+    yield Operation("blockwise", "bytes", nbytes, lambda: persist(x().map_blocks(np.cumsum, axis=1)),
+                    describe="cumulative sum within each block, `map_blocks(np.cumsum, axis=1)`")
+    yield Operation("random_access", "bytes", len(rows) * n * 8, lambda: persist(x()[rows]),
+                    describe="gathers three quarters of the rows, `x[rows]`")
+    yield Operation("std", "bytes", nbytes, lambda: client.compute(x().std()).result(),
+                    describe="of all elements, `x.std()`")
+    yield Operation("std_axis", "bytes", nbytes, lambda: client.compute(x().std(axis=0)).result(),
+                    describe="per column, `x.std(axis=0)`")
+    yield Operation("sin2_cos2", "bytes", nbytes, lambda: persist(da.sin(x()) ** 2 + da.cos(x()) ** 2),
+                    describe="sin²+cos²")
+    yield Operation("transpose_add", "bytes", nbytes, lambda: persist(x() + x().T), describe="x + xᵀ")
     yield Operation(
         "rechunk", "bytes", nbytes,
         lambda: persist(x().rechunk((min(n, 2 * chunk), max(1, chunk // 2)))),
+        describe="to chunks twice as tall and half as wide",
     )
     yield Operation(
-        "map_overlap", "bytes", nbytes, lambda: persist(x().map_overlap(smooth, depth=1, boundary="none"))
+        "map_overlap", "bytes", nbytes, lambda: persist(x().map_overlap(smooth, depth=1, boundary="none")),
+        describe="5-point stencil",
     )
     data.clear()

@@ -67,22 +67,33 @@ def operations(client: Client, step: Step, seed: int) -> Iterator[Operation]:
             raise RuntimeError("no data: the create operation did not finish")
         return data["df"]
 
-    yield Operation("create", "rows", rows, create)
+    yield Operation("create", "rows", rows, create, describe="random, two float and two key columns, persisted")
     yield Operation(
         "map_partitions", "rows", rows,
         lambda: persist(df().map_partitions(lambda p: p.assign(rank=p.x.rank()))),
+        describe="rank within each partition",
     )
-    yield Operation("loc_random_access", "rows", len(labels), lambda: compute(df().loc[labels]))
-    yield Operation("std", "rows", rows, lambda: compute(df()[["x", "y", "k", "j"]].std()))
-    yield Operation("series_std", "rows", rows, lambda: compute(df()["x"].std()))
-    yield Operation("groupby_mean", "rows", rows, lambda: compute(df().groupby("k")[["x", "y"]].mean()))
-    yield Operation("groupby_two_columns", "rows", rows, lambda: compute(df().groupby(["j", "k"])["x"].sum()))
+    yield Operation("loc_random_access", "rows", len(labels), lambda: compute(df().loc[labels]),
+                    describe="`loc` of 5% of the rows")
+    yield Operation("std", "rows", rows, lambda: compute(df()[["x", "y", "k", "j"]].std()),
+                    describe="standard deviation of every column")
+    yield Operation("series_std", "rows", rows, lambda: compute(df()["x"].std()),
+                    describe="standard deviation of one column")
+    yield Operation("groupby_mean", "rows", rows, lambda: compute(df().groupby("k")[["x", "y"]].mean()),
+                    describe="mean of two columns by key (one key per 1000 rows)")
+    yield Operation("groupby_two_columns", "rows", rows, lambda: compute(df().groupby(["j", "k"])["x"].sum()),
+                    describe="sum by two keys")
     yield Operation(
         "groupby_apply", "rows", rows,
         lambda: compute(df().groupby("k").apply(spread, meta=("spread", "f8"))),
+        describe="a Python function per group",
     )
-    yield Operation("sort_values", "rows", rows, lambda: persist(df().sort_values("x")))
-    yield Operation("arithmetic", "bytes", nbytes, lambda: persist(df().x * 2 + df().y ** 2 - df().k))
-    yield Operation("set_index", "rows", rows, lambda: persist(df().set_index("x")))
-    yield Operation("rolling_mean", "rows", rows, lambda: persist(df()["x"].rolling(100).mean()))
+    yield Operation("sort_values", "rows", rows, lambda: persist(df().sort_values("x")),
+                    describe="by a float column (a shuffle)")
+    yield Operation("arithmetic", "bytes", nbytes, lambda: persist(df().x * 2 + df().y ** 2 - df().k),
+                    describe="x·2 + y² − k")
+    yield Operation("set_index", "rows", rows, lambda: persist(df().set_index("x")),
+                    describe="on a float column (a shuffle)")
+    yield Operation("rolling_mean", "rows", rows, lambda: persist(df()["x"].rolling(100).mean()),
+                    describe="window of 100 rows")
     data.clear()

@@ -54,7 +54,9 @@ def operations(client: Client, step: Step, seed: int) -> Iterator[Operation]:
             ends.append(value)
         wait(client.compute(ends))
 
-    yield Operation("independent", "tasks", independent_count, independent)
-    yield Operation("tree_reduction", "tasks", count // 2 * 2 - 1, tree)
-    yield Operation("nearest_neighbour", "tasks", width * depth, neighbours)
-    yield Operation("sequential_chain", "tasks", length * step.cores, chains)
+    yield Operation("independent", "tasks", independent_count, independent, describe="`client.map`, half the tasks")
+    yield Operation("tree_reduction", "tasks", count // 2 * 2 - 1, tree, describe="pairwise sums")
+    yield Operation("nearest_neighbour", "tasks", width * depth, neighbours,
+                    describe="layers, each task reads three of the layer before")
+    yield Operation("sequential_chain", "tasks", length * step.cores, chains,
+                    describe="one chain per core, a quarter of the tasks")
