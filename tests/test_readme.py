@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daskweak.settings import Settings
-from daskweak.workloads import operations_table
+from daskweak.workloads import catalogue, operations_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -151,6 +151,8 @@ def test_the_operations_table_is_the_one_generated_from_the_workloads():
         "README.md's operations table differs from the workload definitions: replace it with the output of "
         "`.venv/bin/python -m daskweak.workloads`")
     assert "map_blocks(np.cumsum, axis=1)" in text and "three quarters of the rows" in text
+    undescribed = [f"{suite}.{op.name}" for suite, ops in catalogue().items() for op in ops if not op.describe]
+    assert not undescribed, f"give these operations a describe= text next to their definition: {undescribed}"
 
 
 def test_every_readme_command_runs_in_a_test_or_is_marked():
