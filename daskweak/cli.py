@@ -228,7 +228,10 @@ def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
         if args.run_id:
             files = export_run(store, args.run_id, args.out or settings.res_dir, settings.res_file_name, args.format)
             if not files:
-                raise DaskweakError(f"no observations for run {args.run_id!r} in {store.masked_url}")
+                spooled = spool.pending().get(args.run_id)
+                hint = (f"; {spooled} record(s) of it wait in {spool.path(args.run_id)}, "
+                        f"`daskweak results {SYNC}` loads them") if spooled else ""
+                raise DaskweakError(f"no observations for run {args.run_id!r} in {store.masked_url}{hint}")
             for path in files:
                 console.print(f"wrote {path}")
             return 0
@@ -283,7 +286,8 @@ class _RichProgress:
                          description=f"{step.cores} core(s): {suite} #{observation}")
 
     def step_finished(self, step: Step, summary: dict[str, Any]) -> None:
-        self.bars.update(self.tasks[step.index], description=f"{step.cores} core(s): {summary['status']}")
+        spooled = "" if summary.get("stored", True) else " (rows spooled: the database did not answer)"
+        self.bars.update(self.tasks[step.index], description=f"{step.cores} core(s): {summary['status']}{spooled}")
 
 
 def _bytes(value: int | None) -> str:

@@ -191,15 +191,16 @@ def finish(
     from daskweak.export import export_run
     from daskweak.runner import now
     from daskweak.spool import spool_for
-    from daskweak.store import ResultStore
+    from daskweak.store import FINAL_WAIT_SECONDS, ResultStore
 
     settings = load_settings(env_file, **overrides)
     collected = collected or {"failed": ["unknown (collect failed)"]}
     status = "ok" if not collected["failed"] else "failed"
     with ResultStore(settings.database_url) as store:
         spool = spool_for(settings.res_dir, store)
-        unwritten = None if spool.finish_run(run_id, status, now()) else spool.message(
-            spool.pending(run_id), spool.last_error)
+        with store.patient(FINAL_WAIT_SECONDS):
+            written = spool.finish_run(run_id, status, now())
+        unwritten = None if written else spool.message(spool.pending(run_id), spool.last_error)
         if unwritten is None:
             rows = store.observations(run_id)
             files = export_run(store, run_id, settings.res_dir, settings.res_file_name)

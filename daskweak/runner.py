@@ -28,7 +28,7 @@ from daskweak.plan import Step, make_plan
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted
 from daskweak.spool import Spool, spool_for
-from daskweak.store import HEARTBEAT_SECONDS, ResultStore, this_driver
+from daskweak.store import FINAL_WAIT_SECONDS, HEARTBEAT_SECONDS, ResultStore, this_driver
 from daskweak.workloads import Operation, get_suite
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,13 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
             result.status = "interrupted"
             raise
         finally:
-            store.unavailable = False  # at the end, give the database its full RETRY_SECONDS again
-            if not spool.finish_run(run_id, result.status, now()):
+            try:
+                with store.patient(FINAL_WAIT_SECONDS):
+                    written = spool.finish_run(run_id, result.status, now())
+            except BaseException:  # interrupted while waiting: the spool keeps the run, say where
+                log.warning("%s", spool.message(spool.pending(run_id), "interrupted while waiting for the database"))
+                raise
+            if not written:
                 result.unwritten = spool.message(spool.pending(run_id), spool.last_error)
                 if result.status == "interrupted":  # the caller sees the exception, not the result
                     log.warning("%s", result.unwritten)

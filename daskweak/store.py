@@ -5,14 +5,16 @@ again replaces it (Airflow retries, re-runs) and loading a spooled step twice (`
 
 A database that does not answer is retried for RETRY_SECONDS, then `ResultsUnavailable` is raised; the spool
 keeps the rows meanwhile. After one such give-up the store tries each later operation once (a sweep must not
-wait half a minute per write during an outage) until the database answers again.
+wait half a minute per write during an outage) until the database answers again; the end of a run waits
+longer (`patient(FINAL_WAIT_SECONDS)`).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 # How long a write waits for an unreachable database (or a locked SQLite file) before the spool keeps its rows.
 RETRY_SECONDS = 30.0
+# How long the end of a run (`daskweak run`, Airflow's finish) waits for it: restarts and fail-overs of a
+# shared server take a minute or two, and waiting spares the user a `daskweak results sync`.
+FINAL_WAIT_SECONDS = 180.0
 # A command-line run writes its heartbeat this often; one not heard from for STALE_AFTER is shown interrupted.
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER = timedelta(minutes=10)
@@ -154,6 +159,16 @@ class ResultStore:
     @property
     def masked_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def patient(self, seconds: float) -> Iterator[None]:
+        """Within the block, wait up to `seconds` for the database, even after an earlier give-up."""
+        previous = self.retry_seconds
+        self.retry_seconds, self.unavailable = seconds, False
+        try:
+            yield
+        finally:
+            self.retry_seconds = previous
 
     def start_run(self, record: dict[str, Any]) -> None:
         def write(conn: Connection) -> None:
@@ -264,7 +279,12 @@ class ResultStore:
 
     def _ensure_schema(self) -> None:
         if not self._schema_ready:
-            metadata.create_all(self.engine)
+            try:
+                metadata.create_all(self.engine)
+            except DBAPIError:
+                # Another process created a table between our check and our CREATE ("already exists"):
+                # the second pass finds it; anything else fails again and goes to the retries.
+                metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
             self._schema_ready = True
 

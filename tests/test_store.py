@@ -81,7 +81,8 @@ def test_runs_keep_config_and_versions_as_json(url):
 
 
 def test_concurrent_writers_lose_nothing(url):
-    ResultStore(url).close()
+    with ResultStore(url) as store:
+        store.runs()  # the tables exist before the writers start
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=write_many, args=(url, w)) for w in range(WRITERS)]
     for p in procs:
