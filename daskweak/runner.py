@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -114,8 +114,8 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
             result.status = "interrupted"
             raise
         finally:
-            try:
-                with store.patient(FINAL_WAIT_SECONDS):
+            try:  # an interrupted run stops now: one attempt, the spool keeps the rest
+                with store.patient(0.0 if result.status == "interrupted" else FINAL_WAIT_SECONDS):
                     written = spool.finish_run(run_id, result.status, now())
             except BaseException:  # interrupted while waiting: the spool keeps the run, say where
                 log.warning("%s", spool.message(spool.pending(run_id), "interrupted while waiting for the database"))
@@ -198,7 +198,9 @@ def run_step(
         raise
     finally:
         record["finished_at"] = now()
-        stored = spool.write_step(record, rows)
+        # an interrupted step must stop now: one attempt at the database, else the spool keeps its rows
+        with store.patient(0.0) if record["status"] == "interrupted" else nullcontext():
+            stored = spool.write_step(record, rows)
         if not stored:
             log.warning("step %d: the results database did not answer; its rows wait in %s",
                         step.index, spool.path(run_id))

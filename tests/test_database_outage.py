@@ -157,3 +157,32 @@ def test_under_airflow_the_finish_task_loads_what_plan_and_the_steps_spooled(dat
     assert not spool_dir.exists()
     with ResultStore(database.url) as results:
         assert spool_for(tmp_path / "results", results).pending() == {}
+
+
+def test_under_real_airflow_steps_spool_while_the_database_is_down_and_finish_loads_them(database, tmp_path):
+    """`airflow dags test` of the manual DAG, its database stopped from the start until both steps have spooled."""
+    from tests.airflow_harness import AIRFLOW, SMALL_ENV, AirflowHome
+
+    env_file = tmp_path / "bench.env"
+    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nRESULTS_URL={database.url}\n")
+    airflow = AirflowHome(tmp_path / "home", env_file)
+    airflow.run("db", "migrate", check=True)
+    database.stop()
+    proc = subprocess.Popen([AIRFLOW, "dags", "test", "dask_weak_scaling", "-c", '{"max_cores": 2}'],
+                            env=airflow.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        spool = tmp_path / "results" / "spool"
+        assert wait_until(lambda: any(spool.glob("*/step-00001.json")), timeout=600, interval=1)
+        database.start()
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out[-5000:]
+    run_id = airflow.latest_run_id("dask_weak_scaling")
+    assert [t[2] for t in airflow.task_instances(run_id, "run_step")] == ["success", "success"]
+    assert [t[2] for t in airflow.task_instances(run_id, "finish")] == ["success"]
+    expected = TASK_OPERATIONS * 2  # one warm-up and one observation per operation
+    assert counts(database.url, run_id) == ({0: expected, 1: expected}, 2 * expected, "ok")
+    assert not any(spool.glob("*/*.json"))
