@@ -129,8 +129,9 @@ def test_names_follow_the_release_and_an_existing_service_account():
 
 # What backend.py does through the API (kr8s), per resource: the runtime Role's exact grants.
 SWEEP_NEEDS = {
-    ("kubernetes.dask.org", "daskclusters"): {"get", "list", "create", "delete"},  # start/stop, delete_run
-    ("kubernetes.dask.org", "daskworkergroups"): {"get", "create", "delete"},
+    # start/stop (kr8s' wait for deletion is a watch: list + watch), delete_run
+    ("kubernetes.dask.org", "daskclusters"): {"get", "list", "watch", "create", "delete"},
+    ("kubernetes.dask.org", "daskworkergroups"): {"get", "list", "watch", "create", "delete"},
     ("", "pods"): {"get", "list"},  # Pod.list by label, Pod.ready
     ("", "services"): {"get", "list"},  # Service.get: a list with fieldSelector metadata.name
 }

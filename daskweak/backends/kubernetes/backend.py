@@ -45,7 +45,7 @@ class KubeDeployment:
     name: str
     namespace: str
     deadline: float
-    poll_interval: float  # POLL_INTERVAL, kept here because `stop` receives only the deployment
+    poll_interval: float  # POLL_INTERVAL, for the waits on the scheduler service
     objects: list[Any] = field(default_factory=list)
     address: str | None = None
 
@@ -73,7 +73,7 @@ def start(settings: Settings, step: Step, run_id: str) -> KubeDeployment:
             kind = DaskCluster if spec["kind"] == "DaskCluster" else DaskWorkerGroup
             obj = kind(spec, api=client)
             if obj.exists():  # left by a killed attempt of this very step: replace it
-                _delete_and_wait([obj], deadline, settings.poll_interval)
+                _delete_and_wait([obj], deadline)
             deployment.objects.append(obj)  # before create: a signal during the call must not hide it from stop
             obj.create()
         deployment.address = _wait_for_address(deployment, settings)
@@ -113,7 +113,7 @@ def describe(deployment: KubeDeployment) -> dict[str, Any]:
 
 def stop(deployment: KubeDeployment) -> None:
     """Delete the DaskCluster (its pods, services and worker groups go with it) and wait until it is gone."""
-    _delete_and_wait(list(reversed(deployment.objects)), time.monotonic() + DELETE_WAIT, deployment.poll_interval)
+    _delete_and_wait(list(reversed(deployment.objects)), time.monotonic() + DELETE_WAIT)
 
 
 def delete_run(settings: Settings, run_id: str) -> list[str]:
@@ -121,7 +121,7 @@ def delete_run(settings: Settings, run_id: str) -> list[str]:
     client = api()
     found = list(DaskCluster.list(namespace=settings.kube_namespace, api=client,
                                   label_selector={"daskweak/run": manifests.run_label(run_id)}))
-    _delete_and_wait(found, time.monotonic() + DELETE_WAIT, settings.poll_interval)
+    _delete_and_wait(found, time.monotonic() + DELETE_WAIT)
     return [obj.name for obj in found]
 
 
@@ -209,9 +209,11 @@ def _pod_state(pod: Any) -> str:
     return ", ".join(parts)
 
 
-def _delete_and_wait(objects: list[Any], deadline: float, interval: float) -> None:
+def _delete_and_wait(objects: list[Any], deadline: float) -> None:
+    """Delete in the foreground (pods and services first) and wait on kr8s' watch until each is gone."""
     for obj in objects:
         with suppress(kr8s.NotFoundError):
             obj.delete(propagation_policy="Foreground")
     for obj in objects:
-        poll_until(lambda obj=obj: not obj.exists(), interval=interval, deadline=deadline)
+        with suppress(TimeoutError):
+            obj.wait("delete", timeout=max(deadline - time.monotonic(), 0.001))
