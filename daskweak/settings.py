@@ -444,7 +444,10 @@ def env_file_problems(path: Path) -> list[Problem]:
             line = binding.original.line + text[: len(text) - len(text.lstrip())].count("\n")
             where = f"{path}:{line}"
             if binding.error:
-                problems.append(Problem("line", text.strip(), "KEY=VALUE (python-dotenv cannot read it)", where=where))
+                # only its first word: the rest may be a credential
+                first, *rest = re.split(r"(?=[=\s])", text.strip(), maxsplit=1)
+                shown = first + ("…" if rest else "")
+                problems.append(Problem("line", shown, "KEY=VALUE (python-dotenv cannot read it)", where=where))
             elif binding.key is not None and binding.key.lower() not in Settings.model_fields:
                 problems.append(_unknown(binding.key, binding.value, where))
     return problems
@@ -454,6 +457,8 @@ def _unknown(key: str, value: Any, where: str = "") -> Problem:
     known = [name.upper() for name in Settings.model_fields]
     close = difflib.get_close_matches(key.upper(), known, n=1)
     hint = f"did you mean {close[0]}?" if close else "see .env.example for every setting"
+    if close and close[0].lower() in SECRETS:
+        value = "<hidden>"  # a misspelt RESULTS_URL still holds the password
     return Problem(key.upper(), value, f"a known setting; {hint}", where=where)
 
 

@@ -239,7 +239,7 @@ def test_a_misspelled_override_is_refused_with_the_closest_key():
 
 def test_a_line_python_dotenv_cannot_parse_is_refused(tmp_path):
     (tmp_path / ".env").write_text("MAX_N_CORES=2\nSTEP_BY 2\n")
-    with pytest.raises(ConfigError, match=r"\.env:2: line='STEP_BY 2': expected KEY=VALUE"):
+    with pytest.raises(ConfigError, match=r"\.env:2: line='STEP_BY…': expected KEY=VALUE"):
         load_settings()
 
 
@@ -315,3 +315,13 @@ def test_the_validate_task_logs_the_ignored_keys(tmp_path, caplog):
     with caplog.at_level("INFO", logger="daskweak.orchestration"):
         validate(str(tmp_path / "origin.env"), {})
     assert "ignored on kubernetes (they configure another backend): ACCOUNT, ENV_TO_SOURCE" in caplog.text
+
+
+def test_a_misspelt_or_unreadable_secret_is_not_shown(tmp_path):
+    env = tmp_path / "bench.env"
+    env.write_text("RESULT_URL=postgresql://u:S3ntinel@db/x\nRESULTS_URL 'postgresql://u:S3ntinel@db/x\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, regresion_notifier_args='{"token": "S3ntinel"}')
+    text = str(caught.value)
+    assert "RESULT_URL" in text and "REGRESION_NOTIFIER_ARGS" in text and "bench.env:2" in text
+    assert "S3ntinel" not in text
