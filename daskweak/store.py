@@ -306,7 +306,7 @@ class ResultStore:
             result = retrying(attempt)
         except (OperationalError, InterfaceError, IntegrityError) as exc:
             self.unavailable = True
-            reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+            reason = (str(exc.orig if exc.orig is not None else exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ResultsUnavailable(f"the results database {self.masked_url} did not answer: {reason}") from exc
         self.unavailable = False
         return result
