@@ -186,6 +186,7 @@ def run_step(
                     rows += measured
                     require_workers(deployment, measured)
                     release(deployment.client, restart=settings.restart_between_obs)
+                    spool.checkpoint(record | {"finished_at": now()}, rows)
                     progress.observation_done(step, suite, observation)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
     except DaskweakError as exc:

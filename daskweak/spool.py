@@ -65,6 +65,12 @@ class Spool:
         self._put(record["run_id"], f"step-{record['step']:05d}", {"step": record, "rows": rows})
         return not self.sync(record["run_id"]).left
 
+    def checkpoint(self, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Spool what a running step has measured so far, without loading it: if the step's process is killed
+        (SIGKILL, OOM) its measured rows still reach the table with the next load, as a step still "running"
+        that the run's end marks interrupted. The step's own `write_step` replaces the file."""
+        self._put(record["run_id"], f"step-{record['step']:05d}", {"step": record, "rows": rows})
+
     def finish_run(self, run_id: str, status: str, finished_at: datetime) -> bool:
         self._put(run_id, "finish", {"run_id": run_id, "status": status, "finished_at": finished_at})
         return not self.sync(run_id).left

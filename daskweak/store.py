@@ -144,6 +144,7 @@ verdicts = Table(
 )
 
 T = TypeVar("T")
+KILLED_STEP = "its process was killed before it could record its end; the rows it had measured are kept"
 
 
 class ResultStore:
@@ -178,9 +179,14 @@ class ResultStore:
         self._transaction(write)
 
     def finish_run(self, run_id: str, status: str, finished_at: Any) -> None:
-        self._transaction(lambda conn: conn.execute(
-            update(runs).where(runs.c.run_id == run_id).values(status=status, finished_at=finished_at)
-        ))
+        """Close the run; a step still "running" at its end was killed with what it had measured (a spool
+        checkpoint), and is marked so."""
+        def write(conn: Connection) -> None:
+            conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=status, finished_at=finished_at))
+            conn.execute(update(steps).where((steps.c.run_id == run_id) & (steps.c.status == "running")).values(
+                status="interrupted", error=KILLED_STEP))
+
+        self._transaction(write)
 
     def heartbeat(self, run_id: str, at: datetime) -> bool:
         """One attempt, no retries: a missed beat is harmless, the next one comes a minute later. (Before the

@@ -74,18 +74,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def signal_step_process(cores: int, sig: int = signal.SIGTERM, after: float = 2.0, timeout: float = 600) -> int:
-    """Wait for the process running the `cores`-core step, let it measure a while, then signal it."""
+def measured(res_dir: Path, cores: int) -> bool:
+    """Whether the `cores`-core step has measured an observation: its spool checkpoint holds one."""
+    for path in (Path(res_dir) / "spool").glob("*/step-*.json"):
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):  # replaced or loaded meanwhile
+            continue
+        if payload["step"]["cores_requested"] == cores and any(not row["warmup"] for row in payload["rows"]):
+            return True
+    return False
+
+
+def signal_step_process(cores: int, res_dir: Path, sig: int = signal.SIGTERM, timeout: float = 600) -> int:
+    """Wait until the process running the `cores`-core step has measured an observation, then signal it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for proc in psutil.process_iter(["cmdline"]):
-            cmdline = proc.info["cmdline"] or []
-            if "daskweak.isolated" in cmdline and f"--cores={cores}" in cmdline:
-                time.sleep(after)
-                proc.send_signal(sig)
-                return proc.pid
+        if measured(res_dir, cores):
+            for proc in psutil.process_iter(["cmdline"]):
+                cmdline = proc.info["cmdline"] or []
+                if "daskweak.isolated" in cmdline and f"--cores={cores}" in cmdline:
+                    proc.send_signal(sig)
+                    return proc.pid
         time.sleep(0.1)
-    raise AssertionError(f"no process for the {cores}-core step within {timeout}s")
+    raise AssertionError(f"the {cores}-core step measured nothing within {timeout}s")
 
 
 def dask_processes() -> list[psutil.Process]:

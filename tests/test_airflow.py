@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +24,12 @@ def airflow(tmp_path_factory):
     return home
 
 
+def results_dir(airflow: AirflowHome) -> Path:
+    return airflow.env_file.parent / "results"
+
+
 def store_for(airflow: AirflowHome) -> ResultStore:
-    return ResultStore(f"sqlite:///{airflow.env_file.parent / 'results' / 'daskweak.sqlite'}")
+    return ResultStore(f"sqlite:///{results_dir(airflow) / 'daskweak.sqlite'}")
 
 
 def test_both_dags_load_without_import_errors(airflow):
@@ -73,7 +78,7 @@ def test_dags_test_runs_one_mapped_task_per_step_with_xcom_summaries(airflow):
 
 def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
     before = {p.pid for p in dask_processes()}
-    killer = threading.Thread(target=signal_step_process, args=(2,), kwargs={"after": 3}, daemon=True)
+    killer = threading.Thread(target=signal_step_process, args=(2, results_dir(airflow)), daemon=True)
     killer.start()
     result = airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 60}', env={"STEP_RETRIES": "0"})
     killer.join()
@@ -93,7 +98,7 @@ def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
 
 
 def test_a_retried_step_replaces_its_rows(airflow):
-    killer = threading.Thread(target=signal_step_process, args=(2, signal.SIGTERM), kwargs={"after": 2},
+    killer = threading.Thread(target=signal_step_process, args=(2, results_dir(airflow), signal.SIGTERM),
                               daemon=True)
     killer.start()
     airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 20}', env={"STEP_RETRIES": "1"}, check=True)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from daskweak.store import ResultStore
-from tests.airflow_harness import Services, dask_processes
+from tests.airflow_harness import Services, dask_processes, measured
 from tests.conftest import wait_until
 
 DAG = "dask_weak_scaling"
@@ -72,11 +72,8 @@ def test_a_task_marked_failed_tears_its_cluster_down(server, finished_run):
                                                                "suites": ["tasks"]}})
     created.raise_for_status()
     run_id = created.json()["dag_run_id"]
-    deadline = time.monotonic() + 180
-    while not any("daskweak.isolated" in " ".join(p.cmdline()) for p in dask_processes()):
-        assert time.monotonic() < deadline, "the step never started"
-        time.sleep(0.5)
-    time.sleep(3)  # a few observations in
+    # the step has measured an observation (its spool checkpoint holds one) before the task is marked failed
+    assert wait_until(lambda: measured(home.env_file.parent / "results", 1), 180), "the step measured nothing"
     client.patch(f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/run_step/0",
                  json={"new_state": "failed"}).raise_for_status()
     deadline = time.monotonic() + 90

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ import pytest
 
 from daskweak.cli import main
 from daskweak.store import ResultStore
+from tests.airflow_harness import measured
 from tests.conftest import SMALL, cluster_processes, wait_until
 
 SMALL_ARGS = [arg for key, value in SMALL.items() for arg in ("--set", f"{key.upper()}={value}")]
@@ -63,8 +63,7 @@ def test_an_interrupted_run_closes_its_cluster_and_keeps_what_was_measured(tmp_p
     proc = subprocess.Popen([sys.executable, "-m", "daskweak", "run", *args], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     parent = psutil.Process(proc.pid)
-    assert wait_until(lambda: len(parent.children(recursive=True)) >= 2, timeout=60)  # nanny + worker
-    time.sleep(3)  # a few observations into the first step
+    assert wait_until(lambda: measured(tmp_path / "results", 1), timeout=120)  # an observation into step 1
     family = parent.children(recursive=True)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)

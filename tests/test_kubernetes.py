@@ -126,10 +126,6 @@ def test_a_scheduler_that_stays_pending_is_reported_within_timeout(kube_settings
     assert daskclusters(settings.kube_namespace) == []
 
 
-def _step_process_started(namespace: str) -> bool:
-    return bool(daskclusters(namespace))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
     """SIGTERM: the step deletes its cluster. SIGKILL: the end of the run (the DAG's finish task) does."""
@@ -149,8 +145,7 @@ def test_a_killed_step_leaves_no_daskcluster(kube_settings, sig):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    assert wait_until(lambda: _step_process_started(settings.kube_namespace), 60, 0.5)
-    signal_step_process(1, sig, after=3, timeout=60)  # let it measure, then signal it
+    signal_step_process(1, settings.res_dir, sig, timeout=120)  # once it has measured something
     thread.join(120)
     assert "error" in outcome  # no summary: the step did not finish
     if sig == signal.SIGKILL:

@@ -192,3 +192,40 @@ def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monke
     assert (rows[rows["operation"] != "stuck"]["status"] == "ok").all(), rows[["operation", "error"]]
     assert clock.monotonic() - started < 60
 
+
+
+def test_a_killed_step_process_keeps_what_it_measured(small):
+    """SIGKILL (an OOM kill, a killed Airflow worker) leaves the step no time to write: its spool checkpoint
+    reaches the table with the run's end, the step marked interrupted."""
+    import signal
+    import threading
+
+    from daskweak import orchestration
+    from daskweak.isolated import run_step_isolated
+    from daskweak.store import KILLED_STEP
+    from tests.airflow_harness import signal_step_process
+
+    settings = small(max_n_cores=1, suites="tasks", obs_per_iter=500)
+    overrides = {"max_n_cores": 1, "suites": "tasks", "obs_per_iter": 500, "res_dir": str(settings.res_dir),
+                 "problem_size_tasks": settings.problem_size_tasks}
+    [step] = orchestration.plan(None, overrides, "killed")
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            run_step_isolated({"env_file": None, "overrides": overrides, "step": step, "run_id": "killed"})
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    signal_step_process(1, settings.res_dir, signal.SIGKILL, timeout=120)
+    thread.join(120)
+    assert "error" in outcome  # no summary: the process died
+    with pytest.raises(orchestration.StepsFailed):
+        orchestration.finish(None, overrides, "killed", {"failed": [1]})
+    with ResultStore(settings.database_url) as store:
+        [record] = store.steps("killed").itertuples()
+        rows = store.observations("killed")
+    assert (record.status, record.error) == ("interrupted", KILLED_STEP)
+    assert (~rows["warmup"]).sum() > 0 and (rows["status"] == "ok").all()

@@ -171,7 +171,7 @@ def slurm_airflow(slurm, tmp_path):
 def test_a_killed_airflow_task_leaves_no_slurm_job(slurm_airflow, tmp_path):
     from tests.airflow_harness import signal_step_process
 
-    killer = threading.Thread(target=signal_step_process, args=(2,), kwargs={"after": 4}, daemon=True)
+    killer = threading.Thread(target=signal_step_process, args=(2, tmp_path / "results"), daemon=True)
     killer.start()
     result = slurm_airflow.run("dags", "test", "dask_weak_scaling", "-c",
                                '{"backend": "slurm", "max_cores": 2, "obs_per_iter": 40}',
