@@ -1,4 +1,5 @@
-"""`daskweak run | plan | results | report | compare | check | k8s-secret`: the benchmark's whole line without Airflow.
+"""`daskweak run | plan | results | report | compare | check | accept | k8s-secret`: the benchmark's whole
+line without Airflow.
 
 Exit codes: 0 success, 1 run failure, 2 bad configuration.
 """
@@ -105,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
                                 help="regression check of a run against its baseline (exit 1 on a regression)")
     check.set_defaults(command=cmd_check)
     check.add_argument("run_id")
+    accept = commands.add_parser("accept", parents=[common],
+                                 help="accept a run's level as the new normal: its regression baseline starts there")
+    accept.set_defaults(command=cmd_accept)
+    accept.add_argument("run_id")
+    accept.add_argument("--operation", metavar="SUITE[.OP]", help="only this suite or operation (default: all); "
+                        "a suite's peak memory is SUITE.peak_memory")
+    accept.add_argument("--note", help="why, for whoever reads the history")
     return parser
 
 
@@ -203,6 +211,20 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
                       f"{row.p_value:.2g}", "yes" if row.significant else "no")
     console.print(table)
     console.print(f"wrote {paths[0]}", highlight=False)
+    return 0
+
+
+def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.store import ResultStore
+
+    suite, _, operation = (args.operation or "").partition(".")
+    with ResultStore(settings.database_url) as store:
+        if args.run_id not in set(store.runs()["run_id"]):
+            raise DaskweakError(f"no run {args.run_id!r} in {store.masked_url}")
+        store.accept(args.run_id, suite or None, operation or None, args.note)
+    what = args.operation or "every comparison"
+    console.print(f"accepted run {args.run_id} for {what}: from the next check on, its baseline starts at this run",
+                  highlight=False)
     return 0
 
 

@@ -1,12 +1,21 @@
-"""Where and with what a run was measured: package versions, host and the project's git revision."""
+"""Where and with what a run was measured: package versions, host, hardware and the project's git revision."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import platform
 import socket
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    from daskweak.settings import Settings
 
 PACKAGES = (
     "dask", "distributed", "numpy", "pandas", "pyarrow", "dask-jobqueue", "dask-kubernetes", "kr8s",
@@ -39,3 +48,49 @@ def git_revision() -> str | None:
 
 def host() -> str:
     return socket.getfqdn()
+
+
+def hardware(settings: Settings) -> dict[str, Any]:
+    """What the run measures on, as far as it is cheap to know from where the run starts.
+
+    local: this machine (CPU model, logical cores, memory). slurm: the partition's node types as `sinfo`
+    reports them (CPUs, memory, features), when `sinfo` answers. kubernetes: the namespace and image only
+    (node pools need the cluster's API; the backends are left alone), so a change of node pool is not seen.
+    The node count is a function of the settings, already in the fingerprint.
+    """
+    found: dict[str, Any] = {"backend": settings.backend, "machine": platform.machine()}
+    if settings.backend == "local":
+        found |= {"cpu_model": cpu_model(), "logical_cores": os.cpu_count(),
+                  "memory_gib": round(psutil.virtual_memory().total / 2**30)}
+    elif settings.backend == "slurm":
+        found |= {"partition": settings.partition, "nodes": slurm_node_types(settings.partition)}
+    else:
+        found |= {"namespace": settings.kube_namespace, "image": settings.container_image}
+    return found
+
+
+def hardware_class(found: dict[str, Any]) -> str:
+    """A short hash of `hardware`: runs of one class are comparable."""
+    return hashlib.sha256(json.dumps(found, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cpu_model() -> str | None:
+    """The CPU model name from /proc/cpuinfo (Linux), else what platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Hardware", "cpu model"):
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def slurm_node_types(partition: str | None) -> list[str] | None:
+    """The partition's distinct node types, "CPUs/memory MB/features" each, or None without `sinfo`."""
+    command = ["sinfo", "--noheader", "--format=%c/%m/%f", *(["--partition", partition] if partition else [])]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted({line.strip() for line in done.stdout.splitlines() if line.strip()})

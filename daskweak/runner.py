@@ -75,7 +75,9 @@ def now() -> datetime:
 
 def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str, Any] | None = None) -> bool:
     """Record the run before its first step: configuration (no secrets), fingerprint, versions, host, and for a
-    command-line run its driver process. Returns whether the table has it (else the spool keeps it)."""
+    command-line run its driver process. Returns whether the table has it (else the spool keeps it).
+    The hardware class keeps other hardware out of a run's baseline."""
+    hardware = runinfo.hardware(settings)
     return spool.start_run({
         "run_id": run_id,
         "started_at": now(),
@@ -88,6 +90,8 @@ def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str
         "versions": runinfo.versions(),
         "host": runinfo.host(),
         "git_revision": runinfo.git_revision(),
+        "hardware": hardware,
+        "hardware_class": runinfo.hardware_class(hardware),
         "driver": driver,
         "heartbeat_at": now() if driver else None,
     })

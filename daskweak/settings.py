@@ -187,21 +187,29 @@ class Settings(BaseSettings):
         "Under Airflow, take Kubernetes credentials from this Connection (then KUBECONFIG, then in-cluster).",
     )
     regression_baseline_runs: int = _setting(
-        10, "an integer ≥ 1", "Baseline of the regression check: the last K successful runs with the same fingerprint.",
-        ge=1,
+        20, "an integer ≥ 3 (a t test needs a spread)",
+        "Baseline of the regression check: per comparison, the last K successful runs with the same fingerprint "
+        "and hardware class that were not suspected (or were accepted).", ge=3,
     )
     regression_min_baseline_runs: int = _setting(
-        3, "an integer ≥ 2", "Fewer baseline runs than this: the verdict is 'no baseline'.", ge=2,
+        5, "an integer ≥ 3 and ≤ REGRESSION_BASELINE_RUNS", "Fewer baseline runs than this: 'no baseline'.", ge=3,
     )
     regression_threshold_pct: float = _setting(
-        10.0, "a percentage ≥ 0", "A median must be slower than the baseline's by more than this (and 3σ).", ge=0,
-    )
-    regression_sigmas: float = _setting(
-        3.0, "a number ≥ 0", "… and by more than this many standard deviations of the baseline runs' medians.", ge=0,
+        3.0, "a percentage ≥ 0", "A change smaller than this is never suspected, however significant.", ge=0,
     )
     regression_p_value: float = _setting(
-        0.01, "a number in (0, 1)", "… and a one-sided Mann-Whitney U test must give p below this.", gt=0, lt=1,
+        0.05, "a number in (0, 1)",
+        "Level of the night's whole family of comparisons: family-wise error (holm) or false discovery rate (bh).",
+        gt=0, lt=1,
     )
+    regression_correction: Literal["holm", "bh"] = _setting(
+        "holm", "holm or bh", "Multiple-comparison correction over the night's family: Holm or Benjamini–Hochberg.",
+    )
+    regression_confirm_m: int = _setting(
+        2, "an integer ≥ 1 and ≤ REGRESSION_CONFIRM_N",
+        "A suspected slowdown is a regression when suspected on M of the last N nights …", ge=1,
+    )
+    regression_confirm_n: int = _setting(3, "an integer ≥ 1", "… (N, tonight included).", ge=1)
     regression_notifier: str | None = _setting(
         None, "a dotted path to an Airflow notifier class (module.Class)",
         "Called with the summary when the nightly check finds a regression (empty: log and file only).",
@@ -557,6 +565,14 @@ def _consistency_problems(v: dict[str, Any]) -> list[Problem]:
         names = sorted(psutil.net_if_addrs())
         if v["net_interface"] not in names:
             problems.append(Problem("NET_INTERFACE", v["net_interface"], f"one of this machine's: {', '.join(names)}"))
+    k, least = v.get("regression_baseline_runs"), v.get("regression_min_baseline_runs")
+    if k and least and least > k:
+        problems.append(Problem("REGRESSION_MIN_BASELINE_RUNS", least,
+                                f"an integer ≤ REGRESSION_BASELINE_RUNS ({k}): otherwise no run is ever judged"))
+    m, n = v.get("regression_confirm_m"), v.get("regression_confirm_n")
+    if m and n and m > n:
+        problems.append(Problem("REGRESSION_CONFIRM_M", m,
+                                f"an integer ≤ REGRESSION_CONFIRM_N ({n}): otherwise nothing is ever confirmed"))
     url = v.get("results_url")
     if url:
         from sqlalchemy.engine import make_url

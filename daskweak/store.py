@@ -1,4 +1,5 @@
-"""The results tables (runs, steps, observations, verdicts) behind one SQLAlchemy URL: SQLite by default, any server.
+"""The results tables (runs, steps, observations, verdicts, acceptances) behind one SQLAlchemy URL: SQLite by
+default, any server.
 
 A step's rows are written in one transaction that first deletes that step's old rows, so running a step
 again replaces it (Airflow retries, re-runs) and loading a spooled step twice (`daskweak.spool`) is harmless.
@@ -79,7 +80,12 @@ runs = Table(
     # last said so; Airflow runs leave both empty (Airflow drives them and its finish task closes them).
     Column("driver", JSON),
     Column("heartbeat_at", DateTime(timezone=True)),
+    # Added with the hardware class (daskweak.runinfo.hardware): what the run measured on, and its hash; a
+    # regression baseline only holds runs of the same class. Older runs have neither (their own class).
+    Column("hardware", JSON),
+    Column("hardware_class", String(32)),
 )
+
 
 steps = Table(
     "steps", metadata,
@@ -141,6 +147,18 @@ verdicts = Table(
     Column("markdown", Text, nullable=False),
     Column("html", Text, nullable=False),
     Column("comparisons", JSON, nullable=False),
+)
+
+# `daskweak accept RUN_ID [--operation SUITE.OP]`: the run's level is the new normal for those comparisons
+# (suite and operation empty: all of them); their regression baseline starts anew at that run.
+acceptances = Table(
+    "acceptances", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, index=True),
+    Column("suite", String(32)),
+    Column("operation", String(64)),
+    Column("accepted_at", DateTime(timezone=True), nullable=False),
+    Column("note", Text),
 )
 
 T = TypeVar("T")
@@ -259,6 +277,27 @@ class ResultStore:
                 return dict(conn.execute(select(verdicts.c.run_id, verdicts.c.status)).all())
 
         return self._retry(read)
+
+    def verdict_history(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """run_id → {created_at, status, comparisons} of the stored verdicts of these runs (the regression
+        rule's memory: which nights were suspected, and whether before or after an acceptance)."""
+        def read() -> dict[str, dict[str, Any]]:
+            query = select(verdicts.c.run_id, verdicts.c.created_at, verdicts.c.status,
+                           verdicts.c.comparisons).where(verdicts.c.run_id.in_(run_ids))
+            with self.engine.connect() as conn:
+                return {row["run_id"]: dict(row) for row in conn.execute(query).mappings()}
+
+        return self._retry(read)
+
+    def accept(self, run_id: str, suite: str | None = None, operation: str | None = None,
+               note: str | None = None) -> None:
+        """Record that `run_id`'s level is accepted (for one suite or operation, or all comparisons)."""
+        record = {"run_id": run_id, "suite": suite, "operation": operation, "accepted_at": datetime.now(UTC),
+                  "note": note}
+        self._transaction(lambda conn: conn.execute(insert(acceptances).values(**record)))
+
+    def acceptances(self) -> pd.DataFrame:
+        return self._read(select(acceptances).order_by(acceptances.c.accepted_at))
 
     def close(self) -> None:
         self.engine.dispose()

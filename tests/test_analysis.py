@@ -1,16 +1,33 @@
-"""Statistics against known values, and the regression detector on seeded synthetic histories."""
+"""Statistics against known values, and the regression rule on seeded simulations and a real results table."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import false_discovery_control
 
 from daskweak.analysis import regression
-from daskweak.analysis.regression import Thresholds, baseline_run_ids, compare_to_baseline
+from daskweak.analysis.regression import (
+    VERDICTS,
+    Thresholds,
+    adjusted,
+    baseline_run_ids,
+    check_run,
+    compare_to_baseline,
+    judge,
+    prediction_test,
+    simulate_nights,
+)
 from daskweak.analysis.stats import bootstrap_median_ci, summary
+from daskweak.cli import main
+from daskweak.errors import ConfigError
+from daskweak.settings import load_settings
+from daskweak.store import ResultStore
+from daskweak.workloads import catalogue
 
 
 def rows(run_id: str, durations: list[float], cores: int = 1, operation: str = "op", warmup: int = 0,
@@ -50,63 +67,232 @@ def test_bootstrap_interval_covers_the_true_median_about_95_percent_of_the_time(
     assert 0.90 <= covered / 400 <= 0.99
 
 
-def history(rng: np.random.Generator, runs: int = 10, obs: int = 5, slowdown: float = 1.0,
-            fingerprint: str = "f") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """`runs` baseline runs and one current run: each run shifts by a run-level factor (2% CV, the machine's
-    mood that night), each observation by 5% noise; the current run is `slowdown` times slower."""
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    obs_rows, run_rows = [], []
-    for index in range(runs + 1):
-        run_id = f"run{index:03d}"
-        level = (slowdown if index == runs else 1.0) * rng.normal(1.0, 0.02)
-        obs_rows += rows(run_id, list(level * rng.lognormal(0.0, 0.05, obs)))
-        run_rows.append({"run_id": run_id, "fingerprint": fingerprint, "status": "ok",
-                         "started_at": start + timedelta(days=index)})
-    data, runs_table = pd.DataFrame(obs_rows), pd.DataFrame(run_rows)
-    current = f"run{runs:03d}"
-    return data[data["run_id"] == current], data[data["run_id"] != current], runs_table
+# --- the regression rule: statistics -----------------------------------------------------------------
+
+REGRESSION, SUSPECTED = VERDICTS.index("regression"), VERDICTS.index("suspected")
 
 
-def test_a_true_20_percent_regression_is_found_in_at_least_95_percent_of_200_histories():
-    found = 0
-    for seed in range(200):
-        current, baseline, _ = history(np.random.default_rng(seed), slowdown=1.2)
-        found += regression.status(compare_to_baseline(current, baseline, Thresholds())) == "regression"
-    assert found / 200 >= 0.95, found
+def default_family(obs_cv: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(run-to-run CV, per-observation CV) of the default sweep's family: every catalogued operation at 1 and
+    2 cores, then peak memory per suite and cores. Without `obs_cv`, the issue's measured spread (5–35 %
+    per observation, 2 % run to run); with it, that CV everywhere and half of it run to run."""
+    suites = catalogue()
+    times, memory = sum(len(ops) for ops in suites.values()) * 2, len(suites) * 2
+    if obs_cv is None:
+        return np.full(times + memory, 0.02), np.r_[np.geomspace(0.05, 0.35, times), np.full(memory, 0.02)]
+    return np.r_[np.full(times, obs_cv / 2), np.full(memory, 0.02)], np.r_[np.full(times, obs_cv),
+                                                                          np.full(memory, 0.02)]
 
 
-def test_pure_noise_is_flagged_in_at_most_1_percent_of_200_histories():
-    flagged = 0
-    for seed in range(200):
-        current, baseline, _ = history(np.random.default_rng(10_000 + seed))
-        flagged += regression.status(compare_to_baseline(current, baseline, Thresholds())) == "regression"
-    assert flagged / 200 <= 0.01, flagged
+def test_holm_and_benjamini_hochberg_adjust_a_worked_example():
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    # Holm: sorted 0.005, 0.01, 0.03, 0.04 × 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 → running max
+    assert adjusted(p, "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # BH: × 4/1, 4/2, 4/3, 4/4 = 0.02, 0.02, 0.04, 0.04 → running min from the top
+    assert adjusted(p, "bh") == pytest.approx([0.02, 0.04, 0.04, 0.02])
+    # comparisons without a baseline (NaN) are not in the family
+    with_gap = adjusted(np.array([0.01, np.nan, 0.04]), "holm")
+    assert np.isnan(with_gap[1]) and with_gap[[0, 2]] == pytest.approx([0.02, 0.04])
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(0, 0.2, (50, 56))
+    assert adjusted(batch, "bh") == pytest.approx(np.array([false_discovery_control(row) for row in batch]))
 
 
-def test_an_improvement_is_reported_as_such():
-    current, baseline, _ = history(np.random.default_rng(3), slowdown=0.7)
-    table = compare_to_baseline(current, baseline, Thresholds())
-    assert list(table["verdict"]) == ["improvement"] and regression.status(table) == "ok"
-    assert "improvement" in regression.markdown("run010", table, ["x"] * 10)
+def test_the_prediction_test_is_exact_under_the_null_even_with_one_observation_and_five_runs():
+    rng = np.random.default_rng(1)
+    history = rng.normal(0, 0.05, (100_000, 5, 1))
+    current = rng.normal(0, 0.05, (100_000, 1))
+    p = prediction_test(current, history, np.ones(history.shape, dtype=bool), 3)["slower"]
+    # binomial standard errors: 0.0007 and 0.0003
+    assert 0.0478 <= (p < 0.05).mean() <= 0.0522
+    assert 0.0090 <= (p < 0.01).mean() <= 0.0110
 
 
-def test_the_baseline_never_holds_runs_with_another_fingerprint_failed_or_later_runs():
-    _, _, runs = history(np.random.default_rng(1), runs=12)
-    runs.loc[runs["run_id"] == "run003", "fingerprint"] = "other settings"
-    runs.loc[runs["run_id"] == "run005", "status"] = "failed"
-    later = {"run_id": "run999", "fingerprint": "f", "status": "ok",
-             "started_at": runs["started_at"].max() + timedelta(days=1)}
-    runs = pd.concat([runs, pd.DataFrame([later])])
-    picked = baseline_run_ids(runs, "run012", k=10)
-    assert len(picked) == 10 and "run003" not in picked and "run005" not in picked and "run999" not in picked
-    assert picked == sorted(picked)[-10:]
-    assert baseline_run_ids(runs, "run003", k=10) == []  # the only run with its fingerprint
+def red_share(rule: Thresholds, noise: tuple[np.ndarray, np.ndarray], nights: int, seed: int) -> float:
+    length = 40
+    verdicts = simulate_nights(np.random.default_rng(seed), -(-nights // length), rule.min_baseline_runs + length,
+                               *noise, 3, rule)
+    judged = verdicts[:, rule.min_baseline_runs:]
+    assert judged.shape[0] * judged.shape[1] >= nights and (judged >= 0).all()
+    return float((judged == REGRESSION).any(axis=-1).mean())
 
 
-def test_thresholds_are_tunable():
-    current, baseline, _ = history(np.random.default_rng(5), slowdown=1.2)
-    assert regression.status(compare_to_baseline(current, baseline, Thresholds(threshold_pct=30))) == "ok"
-    assert regression.status(compare_to_baseline(current, baseline, Thresholds(p_value=1e-12))) == "ok"
-    few = baseline[baseline["run_id"].isin(["run000", "run001"])]
-    assert regression.status(compare_to_baseline(current, few, Thresholds())) == "no baseline"
-    assert regression.status(compare_to_baseline(current, few, Thresholds(min_baseline_runs=2))) != "no baseline"
+@pytest.mark.parametrize("obs_cv", [None, 0.03])
+def test_at_most_1_percent_of_2000_unchanged_nights_of_the_default_family_turn_red(obs_cv):
+    assert red_share(Thresholds(), default_family(obs_cv), 2000, seed=11) <= 0.01
+
+
+def test_without_the_confirmation_the_same_nights_turn_red_far_more_often():
+    """The confirmation (and not the correction alone) is what keeps red nights rare: one night is not
+    enough at the shipped family level."""
+    assert red_share(Thresholds(confirm_m=1, confirm_n=1), default_family(0.03), 2000, seed=11) > 0.03
+
+
+def detected(factor: float, within: int, obs_cv: float, cases_per_op: int, seed: int,
+             observations: int = 3) -> float:
+    """Share of histories in which a `factor` slowdown of one time comparison (each in turn) turns red
+    within `within` nights after a full baseline."""
+    rule = Thresholds()
+    run_cv, per_obs = default_family(obs_cv)
+    rng = np.random.default_rng(seed)
+    start, found = rule.baseline_runs + 2, []
+    for op in range(len(run_cv) - 6):
+        slowdown = np.ones(len(run_cv))
+        slowdown[op] = factor
+        verdicts = simulate_nights(rng, cases_per_op, start + within, run_cv, per_obs, observations, rule, slowdown,
+                                   start)
+        found.append((verdicts[:, start:, op] == REGRESSION).any(axis=-1).mean())
+    return float(np.mean(found))
+
+
+def test_a_10_percent_slowdown_at_2_percent_noise_is_confirmed_within_3_nights_in_90_percent_of_cases():
+    assert detected(1.10, 3, 0.02, cases_per_op=20, seed=2) >= 0.90
+
+
+def test_a_20_percent_slowdown_at_3_percent_noise_is_confirmed_within_2_nights_in_95_percent_of_cases():
+    assert detected(1.20, 2, 0.03, cases_per_op=20, seed=3) >= 0.95
+
+
+def test_a_slowdown_can_be_flagged_with_one_observation_per_run():
+    assert detected(1.30, 3, 0.02, cases_per_op=4, seed=4, observations=1) >= 0.9
+
+
+def test_a_first_significant_slowdown_is_suspected_and_confirmed_when_m_of_the_last_n_nights_agree():
+    rng = np.random.default_rng(5)
+    history = rng.normal(0, 0.01, (20, 3))
+    tonight = np.array([np.log(1.2), 0.0, 0.0])
+    clean = np.zeros(history.shape, dtype=bool)
+    rule = Thresholds()
+    first = judge(tonight, history, ~clean, clean, rule)
+    assert [VERDICTS[v] for v in first["verdict"]] == ["suspected", "unchanged", "unchanged"]
+    assert first["nights_flagged"][0] == 1
+    yesterday = clean.copy()
+    yesterday[-1, 0] = True  # suspected last night, so kept out of the baseline
+    second = judge(tonight, history, ~yesterday, yesterday, rule)
+    assert VERDICTS[second["verdict"][0]] == "regression" and second["nights_flagged"][0] == 2
+    assert second["baseline_runs"][0] == 19
+    long_ago = clean.copy()
+    long_ago[-3, 0] = True  # outside the last N = 3 nights
+    assert VERDICTS[judge(tonight, history, ~long_ago, long_ago, rule)["verdict"][0]] == "suspected"
+    # a change below the practical threshold is never suspected, however significant
+    small = judge(np.array([np.log(1.02), 0, 0]), history, ~clean, clean, rule)
+    assert VERDICTS[small["verdict"][0]] == "unchanged"
+    # improvements are shown, never red
+    faster = judge(np.array([np.log(0.8), 0, 0]), history, ~clean, clean, rule)
+    assert VERDICTS[faster["verdict"][0]] == "improvement"
+
+
+def test_settings_that_could_never_judge_or_confirm_are_refused_with_the_minimum():
+    with pytest.raises(ConfigError, match=r"REGRESSION_MIN_BASELINE_RUNS.*≤ REGRESSION_BASELINE_RUNS"):
+        load_settings(regression_baseline_runs=4, regression_min_baseline_runs=5)
+    with pytest.raises(ConfigError, match=r"REGRESSION_CONFIRM_M.*≤ REGRESSION_CONFIRM_N"):
+        load_settings(regression_confirm_m=3, regression_confirm_n=2)
+    with pytest.raises(ConfigError, match=r"REGRESSION_MIN_BASELINE_RUNS.*an integer ≥ 3"):
+        load_settings(regression_min_baseline_runs=2)
+    assert load_settings(obs_per_iter=1, regression_correction="bh").regression_correction == "bh"
+
+
+# --- the regression rule over a real results table ---------------------------------------------------
+
+OPERATIONS = [("arrays", "sum"), ("arrays", "rechunk"), ("tasks", "chain")]
+START = datetime(2026, 1, 1, 2, tzinfo=UTC)
+
+
+def night(store: ResultStore, index: int, rng: np.random.Generator, slower: dict[str, float] | None = None,
+          hardware_class: str = "hw-a", memory: float = 1.0) -> str:
+    """One stored nightly run of 3 operations × 1 core × 3 observations (1 % noise), with peak memory."""
+    run_id = f"night{index:03d}"
+    when = START + timedelta(days=index)
+    store.start_run({"run_id": run_id, "started_at": when, "finished_at": when, "status": "ok", "backend": "local",
+                     "scaling": "weak", "use_ssl": False, "fingerprint": "f", "config": {}, "versions": {},
+                     "host": "h", "hardware": {"cpu_model": hardware_class}, "hardware_class": hardware_class})
+    rows = []
+    for suite, operation in OPERATIONS:
+        factor = (slower or {}).get(f"{suite}.{operation}", 1.0)
+        for obs in range(3):
+            duration = float(factor * rng.lognormal(0, 0.01))
+            rows.append({"run_id": run_id, "step": 1, "started_at": when, "finished_at": when, "backend": "local",
+                         "scaling": "weak", "use_ssl": False, "suite": suite, "operation": operation,
+                         "cores_requested": 1, "cores_actual": 1, "workers": 1, "threads_per_worker": 1, "nodes": 1,
+                         "problem_size": 1, "bytes": 1, "observation": obs, "warmup": False, "duration": duration,
+                         "size": 1.0, "unit": "tasks", "rate": 1 / duration, "rate_unit": "tasks/s",
+                         "peak_memory": float(2**30 * memory * rng.lognormal(0, 0.01)), "status": "ok",
+                         "error": None})
+    store.write_step({"run_id": run_id, "step": 1, "started_at": when, "finished_at": when, "cores_requested": 1,
+                      "cores_actual": 1, "workers_requested": 1, "workers_actual": 1, "threads_per_worker": 1,
+                      "nodes": 1, "layout": [1], "time_to_ready": 1.0, "status": "ok", "error": None}, rows)
+    return run_id
+
+
+def verdict_of(record: dict, operation: str, metric: str = "duration") -> dict:
+    suite, op = operation.split(".")
+    return next(row for row in record["comparisons"]
+                if (row["suite"], row["operation"], row["metric"]) == (suite, op, metric))
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> tuple[ResultStore, object]:
+    settings = load_settings(res_dir=tmp_path)
+    store = ResultStore(settings.database_url)
+    yield store, settings
+    store.close()
+
+
+def test_a_lasting_slowdown_is_suspected_then_red_and_never_absorbed_until_accepted(results):
+    store, settings = results
+    rng = np.random.default_rng(6)
+    for index in range(12):
+        check_run(store, night(store, index, rng), settings)
+    slow = {"tasks.chain": 1.25}
+    first = check_run(store, night(store, 12, rng, slow), settings)
+    assert first["status"] == "suspected" and verdict_of(first, "tasks.chain")["verdict"] == "suspected"
+    second = check_run(store, night(store, 13, rng, slow), settings)
+    assert second["status"] == "regression" and verdict_of(second, "tasks.chain")["nights_flagged"] == 2
+    assert "**regression**" in second["markdown"] and "tasks | chain" in second["markdown"]
+    for index in range(14, 20):  # a week later the slow nights are still not baseline: still red
+        later = check_run(store, night(store, index, rng, slow), settings)
+        row = verdict_of(later, "tasks.chain")
+        assert row["verdict"] == "regression" and row["baseline_runs"] == 12, index
+        assert verdict_of(later, "arrays.sum")["baseline_runs"] == min(index, settings.regression_baseline_runs)
+    assert main(["accept", "night013", "--operation", "tasks.chain", "--set", f"RES_DIR={settings.res_dir}"]) == 0
+    accepted = check_run(store, night(store, 20, rng, slow), settings)
+    row = verdict_of(accepted, "tasks.chain")
+    assert row["verdict"] != "regression" and row["accepted_from"] == "night013"
+    assert row["baseline_runs"] == 7  # night013 … night019, the new normal
+    assert accepted["status"] != "regression" and "accepted run(s) night013" in accepted["markdown"]
+    assert main(["accept", "no-such-run", "--set", f"RES_DIR={settings.res_dir}"]) == 1
+
+
+def test_peak_memory_is_judged_like_time(results):
+    store, settings = results
+    rng = np.random.default_rng(7)
+    for index in range(10):
+        check_run(store, night(store, index, rng), settings)
+    check_run(store, night(store, 10, rng, memory=1.4), settings)
+    record = check_run(store, night(store, 11, rng, memory=1.4), settings)
+    assert verdict_of(record, "arrays.peak_memory", "peak_memory")["verdict"] == "regression"
+    assert verdict_of(record, "arrays.sum")["verdict"] == "unchanged"
+    assert record["status"] == "regression" and "MiB" in record["markdown"]
+
+
+def test_a_night_on_another_hardware_class_has_no_baseline_and_never_joins_the_old_one(results):
+    store, settings = results
+    rng = np.random.default_rng(8)
+    for index in range(8):
+        night(store, index, rng)
+    other = check_run(store, night(store, 8, rng, {"tasks.chain": 2.0}, hardware_class="hw-b"), settings)
+    assert other["status"] == "no baseline" and "new hardware class: no baseline" in other["markdown"]
+    back = check_run(store, night(store, 9, rng), settings)
+    assert "night008" not in back["baseline"] and len(back["baseline"]) == 8
+    assert baseline_run_ids(store.runs(), "night009", 20) == [f"night{i:03d}" for i in range(8)]
+    first = check_run(store, "night000", settings)
+    assert "first run with these settings: no baseline" in first["markdown"]
+
+
+def test_compare_to_baseline_judges_observations_without_history():
+    rng = np.random.default_rng(9)
+    frames = [pd.DataFrame(rows(f"run{i:03d}", list(rng.lognormal(0, 0.01, 3) * (1.3 if i == 10 else 1))))
+              for i in range(11)]
+    table = compare_to_baseline(frames[-1], pd.concat(frames[:-1]), Thresholds())
+    assert list(table["verdict"]) == ["suspected"] and regression.status(table) == "suspected"
+    assert table["baseline_runs"].iloc[0] == 10

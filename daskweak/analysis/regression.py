@@ -1,10 +1,19 @@
-"""Nightly regression verdict: a run against the last K successful runs with the same configuration.
+"""Nightly regression verdict: a run against the earlier runs of the same settings and hardware class.
 
-A (suite, operation, cores) regresses when its median time exceeds the baseline median by more than
-max(THRESHOLD %, SIGMAS·σ) — σ being the spread of the baseline runs' medians, so run-to-run noise counts —
-and a one-sided Mann-Whitney U test of its observations against the baseline's finds it significant
-(p < P). Improvements are the mirror image. Runs with another fingerprint (other settings, sizes, backend)
-are never compared.
+The unit of evidence is the run (observations of one run are not independent of each other): per comparison
+— (suite, operation, cores) for time, (suite, cores) for peak memory — the run's median, on a log scale,
+is tested against the medians of the last K baseline runs with a one-sided prediction-interval t test,
+t = (x − mean)/(s·√(1 + 1/K)) with K − 1 degrees of freedom. It works with one observation per run and
+any K ≥ 3. The night's whole family of comparisons is corrected together (Holm, or Benjamini–Hochberg),
+and a change must also exceed THRESHOLD % to count.
+
+A significant slowdown is first "suspected" (shown, not red); it is a "regression" when it was suspected
+on at least M of the last N nights (tonight included). A suspected or regressed run never joins the
+baseline of that comparison unless a user accepts it (`daskweak accept`): then only runs from the accepted
+one on form the baseline. Runs with another fingerprint (settings) or hardware class are never compared.
+
+Everything below `check_run` is pure NumPy over arrays with leading batch axes, so the seeded simulations
+(`tests/test_analysis.py`, `benchmarks/regression_calibration.py`) run the very code the nightly check runs.
 """
 
 from __future__ import annotations
@@ -13,82 +22,257 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import t as student_t
 
 from daskweak.analysis.stats import KEYS, measured
 from daskweak.errors import UnknownRun
 from daskweak.settings import Settings
 from daskweak.store import ResultStore
 
-VERDICTS = ("regression", "improvement", "unchanged", "no baseline")
+VERDICTS = ("regression", "suspected", "improvement", "unchanged", "no baseline")
+FLAGGED = ("suspected", "regression")
+MEMORY = "peak_memory"  # the operation name of a suite's peak-memory comparison, and its metric
+COMPARISON = [*KEYS, "metric"]
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    baseline_runs: int = 10
-    threshold_pct: float = 10.0
-    sigmas: float = 3.0
-    p_value: float = 0.01
-    min_baseline_runs: int = 3
+    """The rule's knobs (REGRESSION_* settings); the defaults are the shipped ones, chosen by simulation."""
+
+    baseline_runs: int = 20
+    threshold_pct: float = 3.0
+    p_value: float = 0.05  # the family's level: Holm's family-wise error, or BH's false discovery rate
+    min_baseline_runs: int = 5
+    correction: Literal["holm", "bh"] = "holm"
+    confirm_m: int = 2
+    confirm_n: int = 3
 
 
-def baseline_run_ids(runs: pd.DataFrame, run_id: str, k: int) -> list[str]:
-    """The last `k` successful runs before `run_id` with its fingerprint."""
+# --- pure statistics over arrays: [..., R (runs, oldest first), F (comparisons)] -----------------------
+
+def baseline_mask(eligible: np.ndarray, k: int) -> np.ndarray:
+    """The last `k` eligible runs of each comparison: `eligible` and the mask are [..., R, F]."""
+    from_newest = np.cumsum(eligible[..., ::-1, :], axis=-2)[..., ::-1, :]
+    return eligible & (from_newest <= k)
+
+
+def prediction_test(current: np.ndarray, history: np.ndarray, use: np.ndarray,
+                    min_runs: int) -> dict[str, np.ndarray]:
+    """One-sided p-values of `current` [..., F] (log values) against the runs `use`d of `history` [..., R, F].
+
+    A new run from the baseline's distribution has a t-distributed standardised distance to the baseline's
+    mean (prediction interval), so p is exact for normal log-medians, whatever K ≥ 2 and the observations
+    per run; comparisons with fewer than `min_runs` baseline runs get NaN.
+    """
+    n = use.sum(axis=-2)
+    values = np.where(use, history, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = values.sum(axis=-2) / n
+        var = (np.where(use, history - mean[..., None, :], 0.0) ** 2).sum(axis=-2) / (n - 1)
+        scale = np.sqrt(var * (1 + 1 / n))
+        t = (current - mean) / scale
+        # identical baseline values (s = 0): any difference is infinitely many standard errors away
+        t = np.where(scale > 0, t, np.sign(current - mean) * np.inf)
+        df = np.maximum(n - 1, 1)
+        slower, faster = student_t.sf(t, df), student_t.cdf(t, df)
+    ok = (n >= max(min_runs, 2)) & np.isfinite(current)
+    nan = np.full(np.shape(t), np.nan)
+    return {"n": n, "mean": np.where(ok, mean, np.nan), "slower": np.where(ok, slower, nan),
+            "faster": np.where(ok, faster, nan)}
+
+
+def adjusted(p: np.ndarray, method: str) -> np.ndarray:
+    """Holm's or Benjamini–Hochberg's adjusted p-values along the last axis (NaN: not in the family)."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), axis=-1)
+    ranked = np.take_along_axis(p, order, axis=-1)
+    m = (~np.isnan(p)).sum(axis=-1, keepdims=True)
+    rank = np.arange(1, p.shape[-1] + 1)
+    if method == "holm":
+        scaled = np.minimum(1.0, (m - rank + 1) * ranked)
+        scaled = np.fmax.accumulate(np.where(np.isnan(scaled), -np.inf, scaled), axis=-1)
+    elif method == "bh":
+        scaled = np.minimum(1.0, m / rank * ranked)
+        scaled = np.where(np.isnan(scaled), np.inf, scaled)
+        scaled = np.minimum.accumulate(scaled[..., ::-1], axis=-1)[..., ::-1]
+    else:
+        raise ValueError(f"unknown correction {method!r}")
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, scaled, axis=-1)
+    return np.where(np.isnan(p), np.nan, out)
+
+
+def judge(current: np.ndarray, history: np.ndarray, eligible: np.ndarray, flagged: np.ndarray,
+          rule: Thresholds) -> dict[str, np.ndarray]:
+    """Tonight's verdict per comparison: `current` [..., F] log values; `history` [..., R, F] earlier runs'
+    log values (NaN where missing); `eligible` [..., R, F] may join the baseline; `flagged` [..., R, F] was
+    suspected or a regression (unaccepted) on that night. Returns arrays [..., F]; `verdict` holds indices
+    into VERDICTS."""
+    eligible = eligible & np.isfinite(history)
+    use = baseline_mask(eligible, rule.baseline_runs)
+    test = prediction_test(current, history, use, rule.min_baseline_runs)
+    change = (np.exp(current - test["mean"]) - 1) * 100
+    p_slower = adjusted(test["slower"], rule.correction)
+    p_faster = adjusted(test["faster"], rule.correction)
+    slower = (p_slower < rule.p_value) & (change > rule.threshold_pct)
+    faster = (p_faster < rule.p_value) & (change < -rule.threshold_pct)
+    recent = flagged[..., max(0, flagged.shape[-2] - (rule.confirm_n - 1)):, :] if rule.confirm_n > 1 else \
+        flagged[..., :0, :]
+    nights = recent.sum(axis=-2) + slower
+    verdict = np.select(
+        [np.isnan(test["slower"]), slower & (nights >= rule.confirm_m), slower, faster],
+        [VERDICTS.index("no baseline"), VERDICTS.index("regression"), VERDICTS.index("suspected"),
+         VERDICTS.index("improvement")], VERDICTS.index("unchanged"))
+    return {"verdict": verdict, "change_pct": change, "baseline_mean": test["mean"], "baseline_runs": test["n"],
+            "p_value": np.where(faster, test["faster"], test["slower"]),
+            "p_adjusted": np.where(faster, p_faster, p_slower), "nights_flagged": nights, "use": use}
+
+
+def simulate_nights(rng: np.random.Generator, histories: int, nights: int, run_cv: np.ndarray,
+                    obs_cv: np.ndarray, observations: int, rule: Thresholds,
+                    slowdown: np.ndarray | None = None, start: int | None = None) -> np.ndarray:
+    """Seeded nightly histories of one family, judged night by night as `check_run` judges a stored history.
+
+    Per comparison f, a night's value is the log of the median of `observations` lognormal draws
+    (within-run CV `obs_cv[f]`) times a night factor (run-to-run CV `run_cv[f]`). From night `start` on, the
+    night is `slowdown[f]` times slower. Nights are judged from the `rule.min_baseline_runs`-th on (the
+    baseline growing to K as in a new history); returns the verdict indices [histories, nights, F] (−1 for
+    nights not judged).
+    """
+    run_cv, obs_cv = np.asarray(run_cv, dtype=float), np.asarray(obs_cv, dtype=float)
+    families = run_cv.shape[-1]
+    sigma_run, sigma_obs = np.sqrt(np.log1p(run_cv ** 2)), np.sqrt(np.log1p(obs_cv ** 2))
+    draws = rng.standard_normal((histories, nights, observations, families)) * sigma_obs
+    values = np.median(draws, axis=2) + rng.standard_normal((histories, nights, families)) * sigma_run
+    if slowdown is not None:
+        shift = np.log(np.asarray(slowdown, dtype=float))
+        values[:, start or 0:, :] += shift
+    verdicts = np.full((histories, nights, families), -1)
+    flagged = np.zeros((histories, nights, families), dtype=bool)
+    for night in range(rule.min_baseline_runs, nights):
+        result = judge(values[:, night], values[:, :night], ~flagged[:, :night], flagged[:, :night], rule)
+        verdicts[:, night] = result["verdict"]
+        flagged[:, night] = np.isin(result["verdict"], [VERDICTS.index(v) for v in FLAGGED])
+    return verdicts
+
+
+# --- from the stored rows to a verdict --------------------------------------------------------------
+
+def run_values(observations: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, comparison): the run's median time per operation, and its median peak memory per
+    suite (the sampler measures a whole suite observation, so it is one comparison per suite and cores)."""
+    rows = measured(observations)
+    keys = ["run_id", *KEYS]
+    times = rows.groupby(keys, sort=True)["duration"].median().rename("median").reset_index()
+    times["metric"] = "duration"
+    memory = rows.dropna(subset=["peak_memory"]) if "peak_memory" in rows else rows.iloc[:0]
+    if memory.empty:
+        return times
+    per_obs = memory.groupby(["run_id", "suite", "cores_requested", "step", "observation"])["peak_memory"].first()
+    peaks = per_obs.groupby(["run_id", "suite", "cores_requested"]).median().rename("median").reset_index()
+    peaks = peaks.assign(operation=MEMORY, metric=MEMORY)
+    return pd.concat([times, peaks[times.columns]], ignore_index=True)
+
+
+def comparable_runs(runs: pd.DataFrame, run_id: str) -> tuple[pd.DataFrame, str | None]:
+    """Earlier successful runs with the run's fingerprint and hardware class (oldest first), and why there is
+    no baseline when there are none."""
     runs = runs.set_index("run_id")
     if run_id not in runs.index:
         raise UnknownRun(f"no run {run_id!r} in the results table")
+    hardware = runs["hardware_class"].fillna("") if "hardware_class" in runs else pd.Series("", index=runs.index)
     current = runs.loc[run_id]
-    earlier = runs[(runs["fingerprint"] == current["fingerprint"]) & (runs["status"] == "ok")
-                   & (runs["started_at"] < current["started_at"])]
-    return list(earlier.sort_values("started_at").index[-k:])
+    earlier = (runs["fingerprint"] == current["fingerprint"]) & (runs["status"] == "ok") \
+        & (runs["started_at"] < current["started_at"])
+    same = runs[earlier & (hardware == hardware.loc[run_id])].sort_values("started_at")
+    if not same.empty:
+        return same.reset_index(), None
+    if earlier.any():
+        return same.reset_index(), "new hardware class: no baseline"
+    return same.reset_index(), "first run with these settings: no baseline"
+
+
+def baseline_run_ids(runs: pd.DataFrame, run_id: str, k: int) -> list[str]:
+    """The last `k` successful runs before `run_id` with its fingerprint and hardware class (before the
+    per-comparison exclusion of suspected runs)."""
+    return list(comparable_runs(runs, run_id)[0]["run_id"].iloc[-k:]) if k else []
+
+
+def covers(acceptance: dict[str, Any], suite: str, operation: str) -> bool:
+    return acceptance["suite"] in (None, suite) and acceptance["operation"] in (None, operation)
+
+
+def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_verdicts: dict[str, dict],
+                    acceptances: list[dict[str, Any]], rule: Thresholds) -> pd.DataFrame:
+    """The verdict table of `run_id` from its (run, comparison) values, the earlier runs `order` (oldest
+    first), their stored per-comparison verdicts and the acceptances (each with its run's `position` in
+    `order`: −1 before it, len(order) for `run_id` itself). Pure: the stored rows decide."""
+    current = values[values["run_id"] == run_id].set_index(COMPARISON)["median"]
+    keys = list(current.index)
+    if not keys:
+        return pd.DataFrame(columns=[*COMPARISON, "median", "baseline_median", "change_pct", "p_value",
+                                     "p_adjusted", "baseline_runs", "nights_flagged", "verdict", "accepted_from"])
+    grid = values[values["run_id"].isin(order)].pivot_table(index="run_id", columns=COMPARISON, values="median")
+    grid = grid.reindex(index=order, columns=pd.MultiIndex.from_tuples(keys, names=COMPARISON))
+    history = np.log(grid.to_numpy(dtype=float))
+    flagged = np.zeros(history.shape, dtype=bool)
+    eligible = np.ones(history.shape, dtype=bool)
+    accepted_from: list[str | None] = []
+    for column, key in enumerate(keys):
+        starts = [a for a in acceptances if covers(a, key[0], key[1])]
+        for row, rid in enumerate(order):
+            stored = past_verdicts.get(rid, {}).get(key)
+            # a flagged night is accepted by an acceptance of it or of an earlier run, made after its verdict
+            accepted = stored is not None and any(
+                a["position"] <= row and stored["created_at"] <= a["accepted_at"] for a in starts)
+            flagged[row, column] = stored is not None and stored["verdict"] in FLAGGED and not accepted
+        eligible[:, column] = ~flagged[:, column]
+        since = max(starts, key=lambda a: (a["position"], a["accepted_at"]), default=None)
+        if since is not None and since["position"] >= 0:
+            # the accepted run starts the baseline anew: earlier nights neither count nor confirm
+            eligible[:since["position"], column] = False
+            flagged[:since["position"], column] = False
+        accepted_from.append(since["run_id"] if since else None)
+    now = np.log(current.to_numpy(dtype=float))
+    result = judge(now, history, eligible, flagged, rule)
+    table = pd.DataFrame(keys, columns=COMPARISON)
+    table["median"] = current.to_numpy(dtype=float)
+    table["baseline_median"] = np.exp(result["baseline_mean"])
+    table["change_pct"] = result["change_pct"]
+    table["p_value"] = result["p_value"]
+    table["p_adjusted"] = result["p_adjusted"]
+    table["baseline_runs"] = result["baseline_runs"].astype(int)
+    table["nights_flagged"] = result["nights_flagged"].astype(int)
+    table["verdict"] = [VERDICTS[i] for i in result["verdict"]]
+    table["accepted_from"] = accepted_from
+    used = result["use"]
+    table.attrs["baseline"] = [rid for row, rid in enumerate(order) if used[row].any()]
+    return table
 
 
 def compare_to_baseline(current: pd.DataFrame, baseline: pd.DataFrame, thresholds: Thresholds) -> pd.DataFrame:
-    """One row per (suite, operation, cores) of the current run, with its verdict."""
-    current, baseline = measured(current), measured(baseline)
-    base_groups = {key: group for key, group in baseline.groupby(KEYS)}
-    rows = []
-    for key, group in current.groupby(KEYS, sort=True):
-        now = group["duration"].to_numpy(dtype=float)
-        row = {**dict(zip(KEYS, key, strict=True)), "median": float(np.median(now)), "baseline_median": np.nan,
-               "change_pct": np.nan, "sigma": np.nan, "p_value": np.nan, "baseline_runs": 0,
-               "verdict": "no baseline"}
-        past = base_groups.get(key)
-        if past is not None and past["run_id"].nunique() >= thresholds.min_baseline_runs:
-            row.update(_judge(now, past, thresholds))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _judge(now: np.ndarray, past: pd.DataFrame, thresholds: Thresholds) -> dict[str, object]:
-    before = past["duration"].to_numpy(dtype=float)
-    run_medians = past.groupby("run_id")["duration"].median().to_numpy()
-    base, median = float(np.median(before)), float(np.median(now))
-    sigma = float(np.std(run_medians, ddof=1))
-    margin = max(base * thresholds.threshold_pct / 100, thresholds.sigmas * sigma)
-    verdict = "unchanged"
-    p_slower = mannwhitneyu(now, before, alternative="greater").pvalue
-    p_faster = mannwhitneyu(now, before, alternative="less").pvalue
-    if median - base > margin and p_slower < thresholds.p_value:
-        verdict, p = "regression", p_slower
-    elif base - median > margin and p_faster < thresholds.p_value:
-        verdict, p = "improvement", p_faster
-    else:
-        p = min(p_slower, p_faster)
-    return {"baseline_median": base, "change_pct": (median / base - 1) * 100, "sigma": sigma,
-            "p_value": float(p), "baseline_runs": int(past["run_id"].nunique()), "verdict": verdict}
+    """Tonight's observations against baseline runs' observations (all eligible, no earlier verdicts): the
+    rule without history, for a quick look."""
+    values = run_values(pd.concat([baseline, current], ignore_index=True))
+    run_id = current["run_id"].iloc[0]
+    order = list(dict.fromkeys(baseline.sort_values("started_at")["run_id"] if "started_at" in baseline
+                               else baseline["run_id"]))
+    return compare_history(values, order, run_id, {}, [], thresholds)
 
 
 def status(table: pd.DataFrame) -> str:
-    """`regression` if any row regressed, else `ok` (or `no baseline` when nothing could be compared)."""
+    """`regression` if any comparison is a confirmed regression, `suspected` if one is suspected, else `ok`
+    (or `no baseline` when nothing could be compared)."""
     if (table["verdict"] == "regression").any():
         return "regression"
     if table.empty or (table["verdict"] == "no baseline").all():
         return "no baseline"
+    if (table["verdict"] == "suspected").any():
+        return "suspected"
     return "ok"
 
 
@@ -96,25 +280,47 @@ def _lines(table: pd.DataFrame) -> list[list[str]]:
     def number(value: float, fmt: str) -> str:
         return "—" if pd.isna(value) else format(value, fmt)
 
-    return [[row.suite, row.operation, str(row.cores_requested), number(row.median, ".4f"),
-             number(row.baseline_median, ".4f"), number(row.change_pct, "+.1f"), number(row.p_value, ".2g"),
-             row.verdict] for row in table.itertuples()]
+    def amount(value: float, metric: str) -> str:
+        if pd.isna(value):
+            return "—"
+        return f"{value / 2**20:.1f} MiB" if metric == MEMORY else f"{value:.4f} s"
+
+    return [[row.suite, row.operation, str(row.cores_requested), amount(row.median, row.metric),
+             amount(row.baseline_median, row.metric), number(row.change_pct, "+.1f"), number(row.p_adjusted, ".2g"),
+             f"{row.nights_flagged}" if row.verdict in FLAGGED else "", row.verdict] for row in table.itertuples()]
 
 
-HEADER = ["suite", "operation", "cores", "median s", "baseline s", "change %", "p", "verdict"]
+HEADER = ["suite", "operation", "cores", "median", "baseline", "change %", "p (adjusted)", "nights", "verdict"]
+ORDER = {"regression": 0, "suspected": 1, "improvement": 2}
 
 
 def notable(table: pd.DataFrame) -> pd.DataFrame:
-    """What a reader needs first: regressions, then improvements."""
-    return table[table["verdict"].isin(["regression", "improvement"])].sort_values(
-        ["verdict", "change_pct"], ascending=[False, False])
+    """What a reader needs first: regressions, then suspects, then improvements, the largest change first."""
+    found = table[table["verdict"].isin(list(ORDER))]
+    return found.assign(_rank=found["verdict"].map(ORDER)).sort_values(
+        ["_rank", "change_pct"], ascending=[True, False]).drop(columns="_rank")
 
 
-def markdown(run_id: str, table: pd.DataFrame, baseline: list[str]) -> str:
+def headline(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | None, rule: Thresholds,
+             bold: str = "") -> str:
+    counts = table["verdict"].value_counts()
+    judged = int((table["verdict"] != "no baseline").sum())
+    method = {"holm": "Holm", "bh": "Benjamini–Hochberg"}[rule.correction]
+    why = f" ({reason})" if reason else ""
+    accepted = sorted({a for a in table.get("accepted_from", pd.Series(dtype=object)).dropna()})
+    since = f"; baseline restarted at accepted run(s) {', '.join(accepted)}" if accepted else ""
+    return (f"{bold}{status(table)}{bold}{why}: run `{run_id}` against {len(baseline)} baseline run(s){since}; "
+            f"{counts.get('regression', 0)} regression(s) (suspected on ≥ {rule.confirm_m} of the last "
+            f"{rule.confirm_n} nights), {counts.get('suspected', 0)} suspected, {counts.get('improvement', 0)} "
+            f"improvement(s) in {judged} comparisons ({method} at {rule.p_value:g}, changes over "
+            f"{rule.threshold_pct:g} %).")
+
+
+def markdown(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | None = None,
+             rule: Thresholds | None = None) -> str:
+    rule = rule or Thresholds()
+    head = headline(run_id, table, baseline, reason, rule, bold="**")
     found = notable(table)
-    head = (f"**{status(table)}**: run `{run_id}` against {len(baseline)} baseline run(s); "
-            f"{(table['verdict'] == 'regression').sum()} regression(s), "
-            f"{(table['verdict'] == 'improvement').sum()} improvement(s) in {len(table)} comparisons.")
     if found.empty:
         return head + "\n"
     rows = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -122,31 +328,75 @@ def markdown(run_id: str, table: pd.DataFrame, baseline: list[str]) -> str:
     return head + "\n\n" + "\n".join(rows) + "\n"
 
 
-def html(run_id: str, table: pd.DataFrame, baseline: list[str]) -> str:
+def html(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | None = None,
+         rule: Thresholds | None = None) -> str:
+    rule = rule or Thresholds()
     verdict = status(table)
-    head = (f"<p class='verdict {escape(verdict.replace(' ', '-'))}'><b>{escape(verdict)}</b>: run "
-            f"{escape(run_id)} against {len(baseline)} baseline run(s)</p>")
+    head = (f"<p class='verdict {escape(verdict.replace(' ', '-'))}'>"
+            f"{escape(headline(run_id, table, baseline, reason, rule))}</p>")
+    shown = pd.concat([notable(table), table[~table["verdict"].isin(list(ORDER))]])
     cells = "".join(
         f"<tr class='{escape(line[-1].replace(' ', '-'))}'>" + "".join(f"<td>{escape(c)}</td>" for c in line)
-        + "</tr>" for line in _lines(table))
-    return head + "<table><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + f"</tr>{cells}</table>"
+        + "</tr>" for line in _lines(shown))
+    return head + "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in HEADER) + f"</tr>{cells}</table>"
 
 
 def thresholds_of(settings: Settings) -> Thresholds:
     return Thresholds(baseline_runs=settings.regression_baseline_runs,
-                      threshold_pct=settings.regression_threshold_pct, sigmas=settings.regression_sigmas,
-                      p_value=settings.regression_p_value,
-                      min_baseline_runs=settings.regression_min_baseline_runs)
+                      threshold_pct=settings.regression_threshold_pct, p_value=settings.regression_p_value,
+                      min_baseline_runs=settings.regression_min_baseline_runs,
+                      correction=settings.regression_correction, confirm_m=settings.regression_confirm_m,
+                      confirm_n=settings.regression_confirm_n)
+
+
+def _past_verdicts(stored: dict[str, dict[str, Any]]) -> dict[str, dict[tuple, dict[str, Any]]]:
+    """Per earlier run, its stored per-comparison verdicts keyed like the comparisons (older verdicts, from
+    before peak memory was judged, have no `metric`: time)."""
+    found: dict[str, dict[tuple, dict[str, Any]]] = {}
+    for run_id, record in stored.items():
+        created = pd.Timestamp(record["created_at"])
+        created = created.tz_localize(UTC) if created.tzinfo is None else created
+        found[run_id] = {
+            (row["suite"], row["operation"], int(row["cores_requested"]), row.get("metric") or "duration"):
+                {"verdict": row["verdict"], "created_at": created}
+            for row in record["comparisons"]}
+    return found
+
+
+def _acceptances(store: ResultStore, earlier: list[str], order: list[str], run_id: str) -> list[dict[str, Any]]:
+    """The acceptances of this history, each with its run's position in `order` (−1: before the window)."""
+    found = []
+    for row in store.acceptances().to_dict("records"):
+        if row["run_id"] == run_id:
+            position = len(order)
+        elif row["run_id"] in order:
+            position = order.index(row["run_id"])
+        elif row["run_id"] in earlier:
+            position = -1
+        else:
+            continue
+        accepted_at = pd.Timestamp(row["accepted_at"])
+        accepted_at = accepted_at.tz_localize(UTC) if accepted_at.tzinfo is None else accepted_at
+        found.append(row | {"position": position, "accepted_at": accepted_at})
+    return found
 
 
 def check_run(store: ResultStore, run_id: str, settings: Settings) -> dict[str, Any]:
     """The verdict of `run_id` against its baseline, saved with the run (replacing an earlier one)."""
-    thresholds = thresholds_of(settings)
-    baseline = baseline_run_ids(store.runs(), run_id, thresholds.baseline_runs)
-    table = compare_to_baseline(store.observations(run_id), store.observations_of(baseline), thresholds)
+    rule = thresholds_of(settings)
+    earlier, reason = comparable_runs(store.runs(), run_id)
+    every = list(earlier["run_id"])
+    # the baseline needs the last K eligible runs, and the confirmation the last N − 1: suspected runs in
+    # between are skipped, so look further back than K (a run is ~2,500 rows: reading 3K runs is cheap)
+    order = every[-3 * max(rule.baseline_runs, rule.confirm_n):]
+    acceptances = _acceptances(store, every, order, run_id)
+    values = run_values(store.observations_of([*order, run_id]))
+    table = compare_history(values, order, run_id, _past_verdicts(store.verdict_history(order)), acceptances, rule)
+    baseline = table.attrs.get("baseline", [])
     record = {
         "run_id": run_id, "created_at": datetime.now(UTC), "status": status(table), "baseline": baseline,
-        "markdown": markdown(run_id, table, baseline), "html": html(run_id, table, baseline),
+        "markdown": markdown(run_id, table, baseline, reason, rule),
+        "html": html(run_id, table, baseline, reason, rule),
         "comparisons": json.loads(table.to_json(orient="records")),
     }
     store.save_verdict(record)
