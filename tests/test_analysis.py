@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 from scipy.stats import false_discovery_control
 
+from daskweak import runinfo
 from daskweak.analysis import regression
 from daskweak.analysis.regression import (
     VERDICTS,
@@ -296,3 +298,11 @@ def test_compare_to_baseline_judges_observations_without_history():
     table = compare_to_baseline(frames[-1], pd.concat(frames[:-1]), Thresholds())
     assert list(table["verdict"]) == ["suspected"] and regression.status(table) == "suspected"
     assert table["baseline_runs"].iloc[0] == 10
+
+
+def test_a_local_run_records_this_machines_hardware_and_a_stable_class():
+    settings = load_settings()
+    found = runinfo.hardware(settings)
+    assert found["logical_cores"] == os.cpu_count() and found["memory_gib"] > 0 and found["backend"] == "local"
+    assert runinfo.hardware_class(found) == runinfo.hardware_class(runinfo.hardware(settings))
+    assert runinfo.hardware_class(found) != runinfo.hardware_class(found | {"cpu_model": "another CPU"})

@@ -325,7 +325,17 @@ def markdown(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str 
         return head + "\n"
     rows = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     rows += ["| " + " | ".join(cells) + " |" for cells in _lines(found)]
-    return head + "\n\n" + "\n".join(rows) + "\n"
+    return head + "\n\n" + "\n".join(rows) + "\n" + _accept_hint(run_id, table)
+
+
+def _accept_hint(run_id: str, table: pd.DataFrame) -> str:
+    """How to make an intended change the new normal (the nightly stays red until someone does)."""
+    regressed = table[table["verdict"] == "regression"]
+    if regressed.empty:
+        return ""
+    names = sorted({f"{row.suite}.{row.operation}" for row in regressed.itertuples()})
+    calls = "\n".join(f"    daskweak accept {run_id} --operation {name}" for name in names)
+    return ("\nIf the change is intended, accept it (the baseline then starts at this run):\n\n" + calls + "\n")
 
 
 def html(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | None = None,
