@@ -262,7 +262,8 @@ def report_dir(settings: Settings, run_id: str) -> Path:
 def check_regressions(env_file: str | None, overrides: dict[str, Any], run_id: str) -> dict[str, str]:
     """Judge the run against its baseline, store the verdict with the run, and write it beside the report.
 
-    Returns {"status", "markdown"}; the caller decides what a regression does (the nightly DAG fails).
+    Returns {"status", "markdown"}; the caller decides what a regression does (the nightly DAG fails and
+    notifies on "regression" only: a "suspected" night is shown in the verdict, not red).
     """
     from daskweak.analysis.regression import check_run
     from daskweak.store import ResultStore

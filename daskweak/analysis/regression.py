@@ -348,7 +348,13 @@ def html(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | No
     cells = "".join(
         f"<tr class='{escape(line[-1].replace(' ', '-'))}'>" + "".join(f"<td>{escape(c)}</td>" for c in line)
         + "</tr>" for line in _lines(shown))
-    return head + "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in HEADER) + f"</tr>{cells}</table>"
+    hint = _accept_hint(run_id, table)
+    accept = ""
+    if hint:
+        say, calls = hint.strip().split("\n", 1)
+        accept = f"<p class='accept'>{escape(say)}</p><pre>{escape(calls.strip())}</pre>"
+    return (head + accept + "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in HEADER)
+            + f"</tr>{cells}</table>")
 
 
 def thresholds_of(settings: Settings) -> Thresholds:
