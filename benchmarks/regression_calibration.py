@@ -14,6 +14,9 @@ Noise models (CV = coefficient of variation; a run's value is the median of OBS_
 - `issue`: the spread the issue measured on a default local run, per-observation CV 5–35 % over the
   operations (log-spaced), 2 % run-to-run, peak memory 2 %/2 %.
 - `5 %`, `3 %`, `2 %`: every operation with that per-observation CV and half of it run to run.
+- `measured` (with `--results URL`): per comparison, the within-run and run-to-run noise of the stored
+  successful runs of one fingerprint (the one with most runs unless `--fingerprint`), e.g. a few real
+  default local runs; the family is then the stored one.
 """
 
 from __future__ import annotations
@@ -48,6 +51,42 @@ def noise_models(times: int, memory: int) -> dict[str, tuple[np.ndarray, np.ndar
     return models
 
 
+def measured_noise(url: str, fingerprint: str | None) -> tuple[np.ndarray, np.ndarray, int, str, int]:
+    """(run-to-run CV, per-observation CV, time comparisons, fingerprint, runs) from stored runs.
+
+    Within-run noise: the pooled standard deviation of log observations inside a run. Run-to-run noise: what
+    the spread of the runs' log medians leaves once the median's own share of the within-run noise is taken
+    out (that share depends on the observation count, which the simulation varies).
+    """
+    from daskweak.analysis.regression import run_values
+    from daskweak.analysis.stats import measured
+    from daskweak.store import ResultStore
+
+    with ResultStore(url) as store:
+        runs = store.runs()
+        runs = runs[runs["status"] == "ok"]
+        fingerprint = fingerprint or runs["fingerprint"].value_counts().index[0]
+        chosen = list(runs.loc[runs["fingerprint"] == fingerprint, "run_id"])
+        rows = measured(store.observations_of(chosen))
+    rows = rows.assign(log=np.log(rows["duration"]))
+    within = rows.groupby(["run_id", "suite", "operation", "cores_requested"])["log"].var(ddof=1)
+    obs_sd = within.groupby(["suite", "operation", "cores_requested"]).mean().pow(0.5)
+    per_run = rows.groupby(["run_id", "suite", "operation", "cores_requested"]).size().median()
+    medians = run_values(rows).query("metric == 'duration'").assign(log=lambda f: np.log(f["median"]))
+    spread = medians.groupby(["suite", "operation", "cores_requested"])["log"].var(ddof=1)
+    share = median_variance_factor(int(per_run))
+    run_sd = (spread - share * obs_sd.reindex(spread.index) ** 2).clip(lower=0).pow(0.5)
+    obs_sd = obs_sd.reindex(run_sd.index).fillna(0.0)
+    to_cv = lambda sd: np.sqrt(np.expm1(np.asarray(sd, dtype=float) ** 2))  # noqa: E731
+    return to_cv(run_sd.fillna(0.0)), to_cv(obs_sd), len(run_sd), fingerprint, len(chosen)
+
+
+def median_variance_factor(n: int, draws: int = 200_000) -> float:
+    """Var(median of n standard normals): 1 for n = 1, 0.449 for n = 3, → π/(2n)."""
+    rng = np.random.default_rng(0)
+    return float(np.median(rng.standard_normal((draws, n)), axis=1).var())
+
+
 def false_red_share(rng: np.random.Generator, nights: int, noise: tuple[np.ndarray, np.ndarray],
                     observations: int, rule: Thresholds, length: int = 40) -> tuple[float, int]:
     """Share of judged nights with a red verdict on unchanged systems; `nights` judged in all."""
@@ -78,6 +117,8 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=2000, help="judged nights per noise model and figure")
     parser.add_argument("--observations", type=int, default=3, help="OBS_PER_ITER")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", metavar="URL", help="take the noise from the stored runs of this database")
+    parser.add_argument("--fingerprint", help="… of this fingerprint (default: the one with most runs)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help=f"change the rule, e.g. --set p_value=0.1 (fields: "
                              f"{', '.join(f.name for f in fields(Thresholds))})")
@@ -88,11 +129,20 @@ def main() -> None:
         current = getattr(rule, key)
         rule = replace(rule, **{key: type(current)(value)})
     times, memory = family()
+    models = noise_models(times, memory)
+    if args.results:
+        run_cv, obs_cv, times, fingerprint, count = measured_noise(args.results, args.fingerprint)
+        memory = 0
+        models = {"measured": (run_cv, obs_cv)}
+        print(f"noise of {count} stored runs of fingerprint {fingerprint}: per observation CV "
+              f"{np.percentile(obs_cv, 10):.1%}–{np.percentile(obs_cv, 90):.1%} (10th–90th percentile, median "
+              f"{np.median(obs_cv):.1%}), run to run {np.percentile(run_cv, 10):.1%}–{np.percentile(run_cv, 90):.1%} "
+              f"(median {np.median(run_cv):.1%})")
     print(f"rule: {rule}")
     print(f"family: {times} time + {memory} peak-memory comparisons, OBS_PER_ITER={args.observations}, "
           f"{args.nights} judged nights per figure, seed {args.seed}")
     started = time.perf_counter()
-    for name, noise in noise_models(times, memory).items():
+    for name, noise in models.items():
         rng = np.random.default_rng(args.seed)
         red, judged = false_red_share(rng, args.nights, noise, args.observations, rule)
         d10 = detection(rng, args.nights, noise, args.observations, rule, 1.10, 3, times)
