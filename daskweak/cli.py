@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     results.add_argument("--out", type=Path, help="directory for the export (default: RES_DIR)")
     report = commands.add_parser("report", parents=[common], help="write a run's HTML report and plots")
     report.set_defaults(command=cmd_report)
-    report.add_argument("run_id")
+    report.add_argument("run_id", nargs="?", help="the run (default: the latest)")
     report.add_argument("--out", type=Path, help="directory (default: RES_DIR/reports/RUN_ID)")
     compare = commands.add_parser("compare", parents=[common],
                                   help="compare runs with the first: ratio per operation and cores, significance")
@@ -102,6 +102,11 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
     compare.add_argument("--out", type=Path,
                          help="directory for compare.html and its plots (default: RES_DIR/reports/compare-…)")
+    publish = commands.add_parser("publish", parents=[common],
+                                  help="write a static site of every run's report and the trends into DIR")
+    publish.set_defaults(command=cmd_publish)
+    publish.add_argument("directory", type=Path, metavar="DIR")
+    publish.add_argument("--force", action="store_true", help="re-render every report, changed or not")
     check = commands.add_parser("check", parents=[common],
                                 help="regression check of a run against its baseline (exit 1 on a regression)")
     check.set_defaults(command=cmd_check)
@@ -182,19 +187,20 @@ def cmd_k8s_secret(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
-    from daskweak.analysis.report import run_report
+    from daskweak.analysis.report import latest_run_id, run_report
     from daskweak.orchestration import report_dir
     from daskweak.store import ResultStore
 
     with ResultStore(settings.database_url) as store:
-        paths = run_report(store, args.run_id).write(args.out or report_dir(settings, args.run_id))
+        run_id = args.run_id or latest_run_id(store)
+        paths = run_report(store, run_id).write(args.out or report_dir(settings, run_id))
     for path in paths:
         console.print(f"wrote {path}", highlight=False)
     return 0
 
 
 def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
-    from daskweak.analysis.report import compare, compare_report
+    from daskweak.analysis.report import compare, compare_report, too_few
     from daskweak.store import ResultStore
 
     if len(args.run_ids) < 2:
@@ -204,13 +210,27 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
         directory = args.out or settings.res_dir / "reports" / f"compare-{'-vs-'.join(args.run_ids)}"
         paths = compare_report(store, args.run_ids).write(directory, name="compare.html")
     table = Table(title=f"median time relative to {args.run_ids[0]} (ratio > 1: slower)")
-    for column in ("run", "suite", "operation", "cores", "ratio", "p (Mann-Whitney)", "significant"):
-        table.add_column(column, justify="right" if column in ("cores", "ratio", "p (Mann-Whitney)") else "left")
+    numbers = ("cores", "ratio", "95% CI", "p (Mann-Whitney)")
+    for column in ("run", "suite", "operation", *numbers, "significant"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for row in ratios.itertuples():
         table.add_row(row.run, row.suite, row.operation, str(row.cores_requested), f"{row.ratio:.3f}",
-                      f"{row.p_value:.2g}", "yes" if row.significant else "no")
+                      f"{row.ratio_ci_low:.3f} – {row.ratio_ci_high:.3f}", f"{row.p_value:.2g}",
+                      "yes" if row.significant else "no")
     console.print(table)
+    if note := too_few(ratios):
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
     console.print(f"wrote {paths[0]}", highlight=False)
+    return 0
+
+
+def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.analysis.publish import publish
+    from daskweak.store import ResultStore
+
+    with ResultStore(settings.database_url) as store:
+        written = publish(store, args.directory, force=args.force)
+    console.print(f"wrote {len(written)} file(s); open {args.directory / 'index.html'}", highlight=False)
     return 0
 
 

@@ -120,11 +120,13 @@ def fresh_database(url: str, tmp_path) -> str:
 
 
 def test_an_older_database_gains_the_new_columns_and_keeps_its_runs(url, tmp_path):
-    """A results database made before `driver`/`heartbeat_at` existed: `create_all` would not add them."""
+    """A results database made before `driver`/`heartbeat_at` (and `hardware`/`hardware_class`) existed:
+    `create_all` would not add them."""
     url = fresh_database(url, tmp_path)
     old = MetaData()
     Table("runs", old, *[Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-                         for c in runs.columns if c.name not in ("driver", "heartbeat_at")])
+                         for c in runs.columns if c.name not in ("driver", "heartbeat_at", "hardware",
+                                                                 "hardware_class")])
     engine = create_engine(url)
     old.create_all(engine)
     with engine.begin() as conn:
@@ -132,7 +134,8 @@ def test_an_older_database_gains_the_new_columns_and_keeps_its_runs(url, tmp_pat
     for _ in range(2):  # idempotent: the second store finds the columns there
         with ResultStore(url) as store:
             assert store.runs().set_index("run_id").loc["before", "status"] == "ok"
-    assert {"driver", "heartbeat_at"} <= {c["name"] for c in inspect(engine).get_columns("runs")}
+    assert {"driver", "heartbeat_at", "hardware", "hardware_class"} <= {
+        c["name"] for c in inspect(engine).get_columns("runs")}
     with ResultStore(url) as store:
         store.start_run(run_record("after", driver=this_driver(), heartbeat_at=datetime.now(UTC)))
         assert store.runs().set_index("run_id").loc["after", "driver"]["pid"] == psutil.Process().pid
