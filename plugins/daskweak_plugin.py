@@ -1,4 +1,5 @@
-"""Airflow 3 plugin: a "Weak scaling" page in the navigation, over daskweak's results tables.
+"""Airflow 3 plugin: a "Weak scaling" page in the navigation, over daskweak's results tables: the runs, each
+run's report, and the trends over nights — the same renderers as `daskweak report` and `daskweak publish`.
 
 Access is deliberate: every route requires a valid Airflow token (the UI's session cookie or an
 `Authorization: Bearer` header), checked by Airflow's own `get_user`; Airflow does not protect plugin
@@ -8,6 +9,7 @@ apps by default.
 from __future__ import annotations
 
 from typing import ClassVar
+from urllib.parse import quote
 
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.plugins_manager import AirflowPlugin
@@ -55,6 +57,23 @@ def run_report(run_id: str) -> str:
             return build(store, run_id).html
         except DaskweakError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
+
+
+@app.get("/trends", response_class=HTMLResponse)
+def trends() -> str:
+    """The trend of the latest run's configuration; links lead to the others' (`/trends/<fingerprint>`)."""
+    from daskweak.analysis.trend import trend_page
+
+    with plugin_store() as store:
+        return trend_page(store, link=lambda fp: f"trends/{quote(fp, safe='')}", home="./")
+
+
+@app.get("/trends/{fingerprint}", response_class=HTMLResponse)
+def trends_of(fingerprint: str) -> str:
+    from daskweak.analysis.trend import trend_page
+
+    with plugin_store() as store:
+        return trend_page(store, fingerprint, link=lambda fp: quote(fp, safe=""), home="../")
 
 
 class DaskweakPlugin(AirflowPlugin):

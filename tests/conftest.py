@@ -170,3 +170,32 @@ def kube_namespace(kube: str) -> Iterator[str]:
     left = kubectl("get", "daskclusters", "-n", name, "-o", "name", check=False)
     kubectl("delete", "namespace", name, "--wait=false")
     assert left == "", f"a test left DaskClusters behind: {left}"
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots; CI keeps them (git-ignored)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Selenium through Debian's chromedriver: no browser download."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        need("Debian's chromium and chromium-driver are not installed (bin/test installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def console_errors(driver) -> list[str]:
+    """What the page logged as errors in the browser's console."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]

@@ -10,7 +10,7 @@ import pytest
 
 from daskweak.store import ResultStore
 from tests.airflow_harness import Services, dask_processes, measured
-from tests.conftest import wait_until
+from tests.conftest import ARTIFACTS, console_errors, wait_until
 
 DAG = "dask_weak_scaling"
 
@@ -86,44 +86,11 @@ def test_a_task_marked_failed_tears_its_cluster_down(server, finished_run):
     store.close()
 
 
-
-ARTIFACTS = __import__("pathlib").Path(__file__).resolve().parents[1] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium driven by Selenium through Debian's chromedriver: no browser download."""
-    import shutil
-
-    from tests.conftest import need
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        need("Debian's chromium and chromium-driver are not installed (bin/test installs them as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    ARTIFACTS.mkdir(exist_ok=True)
-    yield driver
-    driver.quit()
-
-
-def console_errors(driver) -> list[str]:
-    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-
-
 def shown_plots(driver) -> list[tuple[int, int]]:
     """Width and height of every plot as laid out (a plot that does not render has no size)."""
     from selenium.webdriver.common.by import By
 
-    return [(e.size["width"], e.size["height"]) for e in driver.find_elements(By.CSS_SELECTOR, "figure svg")]
+    return [(e.size["width"], e.size["height"]) for e in driver.find_elements(By.CSS_SELECTOR, "figure.suite svg")]
 
 
 def test_plugin_pages_and_the_report_render_in_a_real_browser(server, finished_run, browser):
@@ -140,8 +107,10 @@ def test_plugin_pages_and_the_report_render_in_a_real_browser(server, finished_r
     sizes = shown_plots(browser)
     assert len(sizes) == 2 and all(w > 300 and h > 300 for w, h in sizes), sizes  # tasks + arrays suites
     assert console_errors(browser) == []
-    browser.execute_script("document.querySelector('figure').scrollIntoView()")
-    browser.save_screenshot(str(ARTIFACTS / "plugin-report.png"))
+    browser.save_screenshot(str(ARTIFACTS / "plugin-report.png"))  # the first screen: header, heatmap, verdict
+    browser.get(f"{server.url}/daskweak/trends")
+    assert "tasks.sequential_chain" in browser.page_source and console_errors(browser) == []
+    browser.save_screenshot(str(ARTIFACTS / "plugin-trends.png"))
     # the report file the DAG's report task wrote opens on its own, from disk
     written = server.home.env_file.parent / "results" / "reports" / run_id / "report.html"
     browser.get(written.as_uri())

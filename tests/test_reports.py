@@ -24,18 +24,19 @@ def two_runs(tmp_path_factory):
     return load_settings(**common), first.run_id, second.run_id
 
 
-def test_a_run_report_has_tables_and_a_plot_per_suite(two_runs, tmp_path):
+def test_a_run_report_has_a_heatmap_tables_and_a_plot_per_suite(two_runs, tmp_path):
     settings, run_id, _ = two_runs
     store = ResultStore(settings.database_url)
     report = run_report(store, run_id)
     store.close()
     paths = report.write(tmp_path / "report")
-    assert [p.name for p in paths] == ["report.html", "arrays.svg", "tasks.svg"]
+    names = [p.name for p in paths]
+    assert names[:4] == ["report.html", "efficiency.svg", "arrays.svg", "tasks.svg"] and "ready.svg" in names
     html = paths[0].read_text()
-    assert html.count("<svg") == 2 and "Statistics per operation and core count" in html
-    assert "CI low" in html and "efficiency" in html
-    svg = paths[1].read_text()
-    assert "ideal (linear)" in svg and "arrays.create: rate" in svg and "arrays.create: efficiency" in svg
+    assert html.count("<svg") == len(names) - 1 and "Statistics per operation and core count" in html
+    assert "95% CI" in html and "Efficiency (weak scaling)" in html and "dask " in html  # versions in the header
+    svg = (tmp_path / "report" / "arrays.svg").read_text()
+    assert "ideal (linear)" in svg and "arrays.create" in svg and "B/s" in svg
 
 
 def test_cli_report_and_compare_write_files(two_runs, tmp_path):

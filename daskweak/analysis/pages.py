@@ -1,10 +1,14 @@
 """HTML pages over the results tables: the runs, and one run's steps and efficiency per operation.
 
-Plain server-rendered HTML (no scripts), so it works inside Airflow's plugin iframe and from a file.
+Plain server-rendered HTML (no scripts), so it works inside Airflow's plugin iframe, from a file and from any
+static web server (`daskweak publish`); `Links` says where each view lives in each of them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
@@ -16,8 +20,37 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2937}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #d1d5db;padding:.25rem .6rem;
 text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}a{color:#2563eb}
 .failed,.interrupted,.partial,.regression{color:#b91c1c;font-weight:600}.improvement{color:#047857}
-figure{margin:0}svg{max-width:100%;height:auto}
+figure{margin:0 0 1rem}svg{max-width:100%;height:auto}figure.heatmap svg{width:34rem;max-width:100%}
+.first{display:flex;flex-wrap:wrap;gap:0 2rem;align-items:flex-start}
+figure.small svg{max-width:28rem}table.header th{text-align:left;vertical-align:top}
+table.header td{text-align:left;max-width:70rem}.suspected{color:#b45309;font-weight:600}
+.no-baseline{color:#6b7280}.warning{color:#b45309;font-weight:600}details{margin:0 0 1.5rem}
 </style>"""
+
+
+def _quoted(run_id: str) -> str:
+    return quote(run_id, safe="")
+
+
+def file_name(key: str) -> str:
+    """A name every file system and web server takes (Airflow run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", key)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where a page finds the others, relative to itself."""
+
+    run: Callable[[str], str]
+    report: Callable[[str], str]
+    trends: str
+
+
+# The Airflow page's routes (/daskweak/…), relative to /daskweak/.
+PLUGIN = Links(run=lambda r: f"runs/{_quoted(r)}", report=lambda r: f"runs/{_quoted(r)}/report", trends="trends")
+# `daskweak publish`'s folder: index.html, runs/<id>.html, trends.html.
+STATIC = Links(run=lambda r: f"runs/{file_name(r)}.html", report=lambda r: f"runs/{file_name(r)}.html",
+               trends="trends.html")
 
 
 def page(title: str, body: str) -> str:
@@ -25,23 +58,25 @@ def page(title: str, body: str) -> str:
             f"<body><h1>{escape(title)}</h1>{body}</body></html>")
 
 
-def runs_page(store: ResultStore, base: str = "") -> str:
+def runs_page(store: ResultStore, links: Links = PLUGIN) -> str:
     runs = store.runs().sort_values("started_at", ascending=False)
     verdicts = store.verdict_statuses()
     if runs.empty:
         return page("Weak scaling", "<p>No runs yet. Trigger <code>dask_weak_scaling</code>.</p>")
     rows = "".join(
-        f"<tr><td><a href='{base}runs/{quote(r.run_id, safe='')}'>{escape(r.run_id)}</a></td>"
+        f"<tr><td><a href='{links.run(r.run_id)}'>{escape(r.run_id)}</a></td>"
         f"<td>{r.started_at:%Y-%m-%d %H:%M}</td><td class='{escape(r.status)}'>{escape(r.status)}</td>"
         f"<td>{escape(r.backend)}</td><td>{escape(r.scaling)}</td><td>{'on' if r.use_ssl else 'off'}</td>"
         f"<td>{escape(r.fingerprint)}</td><td class='{escape(verdicts.get(r.run_id, '').replace(' ', '-'))}'>"
         f"{escape(verdicts.get(r.run_id, '—'))}</td>"
-        f"<td><a href='{base}runs/{quote(r.run_id, safe='')}/report'>report</a></td></tr>"
+        f"<td><a href='{links.report(r.run_id)}'>report</a></td></tr>"
         for r in runs.itertuples()
     )
     head = "".join(f"<th>{h}</th>" for h in ("run", "started", "status", "backend", "scaling", "TLS",
                                               "fingerprint", "regression check", "report"))
-    return page("Weak scaling", f"<table><tr>{head}</tr>{rows}</table>")
+    trends = (f"<p><a href='{links.trends}'>Trends over nights</a> (median time per operation and core count, "
+              "baseline band, regressions marked)</p>")
+    return page("Weak scaling", f"{trends}<table><tr>{head}</tr>{rows}</table>")
 
 
 def run_page(store: ResultStore, run_id: str) -> str | None:

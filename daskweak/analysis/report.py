@@ -1,30 +1,39 @@
-"""Self-contained HTML reports: one run (tables, plots, regression verdict) or several runs side by side.
+"""Self-contained HTML reports: one run (header, efficiency heatmap, verdict, plots) or several runs side by side.
 
-The plots are inline SVG, so a report is one file that opens anywhere; they are also written beside it.
+A run's first screen answers what a Dask maintainer asks first — on what was this measured, what scaled
+(the heatmap), what regressed (the stored verdict, regressions and suspects first) — and the plots and
+tables follow. The plots are inline SVG, so a report is one file that opens anywhere; they are also
+written beside it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from html import escape
+from math import comb
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import bootstrap, mannwhitneyu
 
-from daskweak.analysis import plots
+from daskweak.analysis import plots, units
 from daskweak.analysis.pages import page
 from daskweak.analysis.stats import KEYS, measured, summary
 from daskweak.errors import UnknownRun
+from daskweak.settings import MEASURED
 from daskweak.store import ResultStore
 
 SIGNIFICANCE = 0.01
-SUMMARY_COLUMNS = {
-    "suite": "suite", "operation": "operation", "cores_requested": "cores", "count": "n", "median": "median s",
-    "ci_low": "CI low", "ci_high": "CI high", "iqr": "IQR s", "cv": "CV", "efficiency": "efficiency",
-    "rate_per_core": "rate/core", "rate_unit": "unit",
-}
+CONFIDENCE = 0.95
+# The packages a Dask maintainer asks about first, in this order; other recorded versions follow.
+VERSIONS = ("python", "dask", "distributed", "numpy", "pandas", "dask-jobqueue", "dask-kubernetes")
+# What the verdict table lists first: the rows that need a reader.
+VERDICT_ORDER = {"regression": 0, "suspected": 1, "improvement": 2, "no baseline": 3, "unchanged": 4}
+VERDICT_KNOWN = ("suite", "operation", "cores_requested", "median", "baseline_median", "change_pct", "p_value",
+                 "verdict")
 
 
 @dataclass
@@ -51,7 +60,15 @@ def _runs(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
     return runs.loc[run_ids]
 
 
-def _figures(table: pd.DataFrame, labels: dict[str, str]) -> dict[str, str]:
+def latest_run_id(store: ResultStore) -> str:
+    """The run started last (what `daskweak report` without a run id reports)."""
+    runs = store.runs()
+    if runs.empty:
+        raise UnknownRun(f"no runs in {store.masked_url} yet")
+    return str(runs.sort_values("started_at")["run_id"].iloc[-1])
+
+
+def _suite_figures(table: pd.DataFrame, labels: dict[str, str]) -> dict[str, str]:
     return {f"{suite}.svg": plots.svg(plots.suite_figure(table, suite, labels))
             for suite in sorted(table["suite"].unique())}
 
@@ -62,45 +79,270 @@ def _describe(run_id: str, run: pd.Series) -> str:
             f"fingerprint {escape(run['fingerprint'])}, host {escape(run['host'])}")
 
 
-def run_report(store: ResultStore, run_id: str) -> Report:
+def _mapping(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def _pairs(items: dict[str, Any]) -> str:
+    return ", ".join(f"{escape(str(k))} {escape(str(v))}" for k, v in items.items() if v not in (None, "", []))
+
+
+def hardware(run: pd.Series) -> str:
+    """The run's hardware record (CPU model, cores, memory, nodes) when stored, else its host name."""
+    record = _mapping(run.get("hardware"))
+
+    def shown(key: str, value: Any) -> tuple[str, Any]:
+        if key.endswith("_gib"):
+            return key.removesuffix("_gib").replace("_", " "), f"{value} GiB"
+        return key.replace("_", " "), ", ".join(map(str, value)) if isinstance(value, list) else value
+
+    text = _pairs(dict(shown(k, v) for k, v in record.items() if k != "backend"))
+    host = f"host {escape(str(run.get('host') or '—'))}"
+    return f"{text}; {host}" if text else host
+
+
+def cluster_shape(run: pd.Series, steps: pd.DataFrame) -> str:
+    if steps.empty:
+        return escape(str(run["backend"]))
+    cores = sorted(int(c) for c in steps["cores_requested"])
+    workers = steps["workers_actual"].fillna(steps["workers_requested"]).astype(int)
+    threads = steps["threads_per_worker"].dropna()
+    per_worker = f" × {int(threads.max())} thread(s)" if not threads.empty else ""
+    return (f"{escape(str(run['backend']))}: {', '.join(map(str, cores))} cores in {len(steps)} step(s); up to "
+            f"{int(steps['nodes'].max())} node(s), {int(workers.max())} worker(s){per_worker}")
+
+
+def verdict_line(verdict: dict[str, Any] | None) -> str:
+    """The verdict in one line: its status and how many comparisons fell where."""
+    if not verdict:
+        return "<span class='verdict'>no regression check stored for this run</span>"
+    counts = pd.Series([row.get("verdict") for row in verdict.get("comparisons") or []]).value_counts()
+    parts = [f"{int(counts[name])} {escape(str(name))}" for name in sorted(counts.index, key=_rank)]
+    baseline = verdict.get("baseline") or []
+    status = str(verdict["status"])
+    return (f"<span class='verdict {escape(status.replace(' ', '-'))}'><b>{escape(status)}</b></span>: "
+            f"{', '.join(parts) or 'nothing compared'} against {len(baseline)} baseline run(s)")
+
+
+def _rank(name: Any) -> int:
+    return VERDICT_ORDER.get(str(name), 5)
+
+
+def header(run_id: str, run: pd.Series, steps: pd.DataFrame, verdict: dict[str, Any] | None) -> str:
+    """Date, duration, status, cluster shape, hardware, versions, git revision, settings, verdict line."""
+    started, finished = pd.Timestamp(run["started_at"]), run.get("finished_at")
+    duration = (pd.Timestamp(finished) - started).total_seconds() if finished is not None and pd.notna(
+        finished) else None
+    versions = _mapping(run.get("versions"))
+    ordered = {k: versions[k] for k in VERSIONS if versions.get(k)} | {
+        k: v for k, v in versions.items() if k not in VERSIONS and v}
+    config = _mapping(run.get("config"))
+    settings = {k: config[k] for k in sorted(MEASURED | {"obs_per_iter", "warmup"})
+                if k in config and config[k] not in (None, "", [])}
+    settings = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in settings.items()}
+    rows = [
+        ("verdict", verdict_line(verdict)),
+        ("date", f"{started:%Y-%m-%d %H:%M} UTC, took {units.seconds(duration)}, status "
+                 f"<b class='{escape(str(run['status']))}'>{escape(str(run['status']))}</b>"),
+        ("cluster", f"{cluster_shape(run, steps)}; {escape(str(run['scaling']))} scaling, TLS "
+                    f"{'on' if run['use_ssl'] else 'off'}"),
+        ("hardware", hardware(run)),
+        ("versions", _pairs(ordered) or "—"),
+        ("git revision", f"<code>{escape(str(run.get('git_revision') or '—'))}</code>"),
+        ("settings", f"{_pairs(settings)}; fingerprint <code>{escape(str(run['fingerprint']))}</code>"),
+    ]
+    return "<table class='header'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _cell(key: str, value: Any, metric: Any = None) -> str:
+    """One verdict cell in its unit: a comparison's `metric` says what its medians measure (time or memory)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if key in ("median", "baseline_median") and metric not in (None, "time", "duration"):
+        return units.memory(float(value)) if "memory" in str(metric) else f"{float(value):.4g}"
+    if key in ("median", "baseline_median") or key.endswith("_s"):
+        return units.seconds(float(value))
+    if key.startswith("change") or key.endswith("_pct"):
+        return f"{float(value):+.1f} %"
+    if key.startswith("p_") or key.endswith("p_value") or key == "q_value":
+        return f"{float(value):.2g}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list | dict):
+        return escape(json.dumps(value))
+    return escape(str(value))
+
+
+def verdict_table(verdict: dict[str, Any]) -> str:
+    """The stored comparisons, regressions and suspects first; keys beyond the known ones (a CI, a q-value,
+    an acceptance) become columns as they are. Unchanged rows fold away under the table."""
+    table = pd.DataFrame.from_records(verdict.get("comparisons") or [])
+    if table.empty:
+        return "<p>No comparisons in this verdict.</p>"
+    if "verdict" not in table:
+        table["verdict"] = ""
+    table["_rank"] = table["verdict"].map(_rank)
+    change = table["change_pct"].abs() if "change_pct" in table else 0
+    table = table.assign(_change=change).sort_values(["_rank", "_change"], ascending=[True, False])
+    extra = [c for c in table.columns if c not in VERDICT_KNOWN and not c.startswith("_")]
+    columns = [c for c in VERDICT_KNOWN if c in table.columns and c != "verdict"] + extra + ["verdict"]
+    names = {"cores_requested": "cores", "median": "median", "baseline_median": "baseline", "change_pct": "change",
+             "p_value": "p"}
+    head = "<tr>" + "".join(f"<th>{escape(names.get(c, c.replace('_', ' ')))}</th>" for c in columns) + "</tr>"
+
+    def rows(part: pd.DataFrame) -> str:
+        return "".join(
+            f"<tr class='{escape(str(r['verdict']).replace(' ', '-'))}'>"
+            + "".join(f"<td>{_cell(c, r[c], r.get('metric'))}</td>" for c in columns) + "</tr>"
+            for r in part.to_dict("records"))
+
+    notable = table[table["_rank"] < VERDICT_ORDER["unchanged"]]
+    rest = table[table["_rank"] >= VERDICT_ORDER["unchanged"]]
+    shown = f"<table class='verdicts'>{head}{rows(notable)}</table>" if not notable.empty else (
+        "<p>Every comparison unchanged.</p>")
+    if not rest.empty:
+        shown += (f"<details><summary>{len(rest)} unchanged comparison(s)</summary>"
+                  f"<table class='verdicts'>{head}{rows(rest)}</table></details>")
+    return shown
+
+
+def _calibration(store: ResultStore, run: pd.Series) -> str:
+    """The latest calibration of the run's configuration (`daskweak calibrate`), as its module renders it."""
+    try:
+        from daskweak.analysis import calibration
+    except ImportError:
+        return ""
+    if not (hasattr(calibration, "latest_calibration") and hasattr(calibration, "html_fragment")):
+        return ""
+    return calibration.html_fragment(calibration.latest_calibration(store, str(run["fingerprint"])))
+
+
+STATS_COLUMNS = ("suite", "operation", "cores", "n", "median", "95% CI", "IQR", "CV", "efficiency", "rate")
+
+
+def _statistics(table: pd.DataFrame) -> str:
+    body = "".join(
+        f"<tr><td>{escape(r.suite)}</td><td>{escape(r.operation)}</td><td>{r.cores_requested}</td><td>{r.count}</td>"
+        f"<td>{units.seconds(r.median)}</td><td>{units.seconds(r.ci_low)} – {units.seconds(r.ci_high)}</td>"
+        f"<td>{units.seconds(r.iqr)}</td><td>{r.cv:.0%}</td><td>{r.efficiency:.0%}</td>"
+        f"<td>{units.rate(r.rate_per_core * r.cores_requested, r.rate_unit)}</td></tr>"
+        for r in table.itertuples())
+    return "<table>" + "".join(f"<th>{c}</th>" for c in STATS_COLUMNS) + body + "</table>"
+
+
+def peak_memory(observations: pd.DataFrame) -> pd.DataFrame:
+    """Median peak cluster memory per (suite, operation, cores), where it was recorded."""
+    rows = measured(observations).dropna(subset=["peak_memory"])
+    return rows.groupby(KEYS, as_index=False)["peak_memory"].median()
+
+
+def run_report(store: ResultStore, run_id: str, nav: str = "") -> Report:
+    """The run's report; `nav` (HTML) goes first, e.g. the published site's links back."""
     run = _runs(store, [run_id]).iloc[0]
-    table = summary(store.observations(run_id), run["scaling"])
-    steps = store.steps(run_id)[["step", "cores_requested", "cores_actual", "workers_actual", "nodes",
-                                 "time_to_ready", "status", "error"]]
-    figures = _figures(table, {run_id: "measured"}) if not table.empty else {}
+    observations = store.observations(run_id)
+    table = summary(observations, run["scaling"])
+    steps = store.steps(run_id)
     verdict = store.verdict(run_id)
-    body = [f"<p>{_describe(run_id, run)}</p>"]
-    if verdict:
-        body.append(f"<h2>Regression check</h2>{verdict['html']}")
-    body.append("<h2>Steps</h2>" + steps.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
+    figures: dict[str, str] = {}
+    body = [nav, header(run_id, run, steps, verdict)]
+    # The first screen: what scaled (heatmap) beside what regressed (the verdict, regressions first).
+    first = []
     if not table.empty:
-        shown = table[list(SUMMARY_COLUMNS)].rename(columns=SUMMARY_COLUMNS)
+        figures["efficiency.svg"] = plots.svg(plots.heatmap(table))
+        first.append(f"<section><h2>Efficiency ({escape(str(run['scaling']))} scaling)</h2><figure class='heatmap'>"
+                     f"{figures['efficiency.svg']}</figure></section>")
+    first.append("<section><h2>Regression check</h2>" + (
+        verdict_table(verdict) if verdict else "<p>No regression check stored (<code>daskweak check</code>).</p>")
+        + "</section>")
+    body.append(f"<div class='first'>{''.join(first)}</div>")
+    if not table.empty:
+        suites = _suite_figures(table, {run_id: "measured"})
+        figures |= suites
+        body.append("<h2>Rate against cores</h2>")
+        body += [f"<figure class='suite'>{svg}</figure>" for svg in suites.values()]
+        memory = peak_memory(observations)
+        if not memory.empty:
+            figures["memory.svg"] = plots.svg(plots.memory_figure(memory))
+            body.append(f"<h2>Peak memory per operation</h2><figure>{figures['memory.svg']}</figure>")
+    if not steps.empty and steps["time_to_ready"].notna().any():
+        figures["ready.svg"] = plots.svg(plots.ready_figure(steps))
+        body.append(f"<h2>Time to ready per step</h2><figure class='small'>{figures['ready.svg']}</figure>")
+    body.append(_calibration(store, run))
+    if not table.empty:
         body.append("<h2>Statistics per operation and core count</h2><p>Medians with 95% bootstrap "
-                    "confidence intervals; warm-ups and failed observations left out.</p>"
-                    + shown.to_html(index=False, na_rep="—", float_format="{:.4g}".format))
-        body += [f"<h2>{escape(name.removesuffix('.svg'))}</h2><figure>{svg}</figure>"
-                 for name, svg in figures.items()]
+                    "confidence intervals; warm-ups and failed observations left out.</p>" + _statistics(table))
+    shown = steps[["step", "cores_requested", "cores_actual", "workers_actual", "nodes", "time_to_ready", "status",
+                   "error"]]
+    body.append("<h2>Steps</h2>" + shown.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
     return Report(f"Run {run_id}", page(f"Run {run_id}", "".join(body)), figures)
 
 
-def compare(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
-    """Each run against the first: median ratio per (suite, operation, cores) and a two-sided Mann-Whitney p."""
+def smallest_p(n: int, m: int) -> float:
+    """The smallest two-sided Mann-Whitney p of n against m observations (no ties): 2/C(n+m, n)."""
+    return min(1.0, 2 / comb(n + m, n)) if n and m else 1.0
+
+
+def needed_observations(alpha: float = SIGNIFICANCE) -> int:
+    """The fewest observations a side for which n against n can reach p < alpha."""
+    n = 1
+    while smallest_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def _ratio_ci(after: np.ndarray, before: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile bootstrap interval of median(after)/median(before), the two samples resampled apart."""
+    if len(after) < 2 or len(before) < 2:
+        return np.nan, np.nan
+
+    def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(a, axis=axis) / np.median(b, axis=axis)
+
+    result = bootstrap((after, before), ratio, n_resamples=2000, confidence_level=CONFIDENCE, method="percentile",
+                       vectorized=True, rng=rng)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def compare(store: ResultStore, run_ids: list[str], seed: int = 0) -> pd.DataFrame:
+    """Each run against the first, per (suite, operation, cores): the ratio of medians with its 95% bootstrap
+    interval, a two-sided Mann-Whitney p, and the smallest p the observation counts allow (when that is not
+    below SIGNIFICANCE no difference can be significant, whatever it is)."""
     _runs(store, run_ids)
     rows = measured(store.observations_of(run_ids))
     groups = {key: group["duration"].to_numpy(dtype=float) for key, group in rows.groupby(["run_id", *KEYS])}
     base, records = run_ids[0], []
+    rng = np.random.default_rng(seed)
     for other in run_ids[1:]:
         for (run_id, *key), before in groups.items():
             after = groups.get((other, *key))
             if run_id != base or after is None:
                 continue
             p = float(mannwhitneyu(after, before, alternative="two-sided").pvalue)
+            low, high = _ratio_ci(after, before, rng)
             records.append({**dict(zip(KEYS, key, strict=True)), "run": other,
                             "baseline_median": float(np.median(before)), "median": float(np.median(after)),
-                            "ratio": float(np.median(after) / np.median(before)), "p_value": p,
+                            "ratio": float(np.median(after) / np.median(before)), "ratio_ci_low": low,
+                            "ratio_ci_high": high, "p_value": p, "smallest_p": smallest_p(len(after), len(before)),
                             "significant": p < SIGNIFICANCE})
-    columns = [*KEYS, "run", "baseline_median", "median", "ratio", "p_value", "significant"]
+    columns = [*KEYS, "run", "baseline_median", "median", "ratio", "ratio_ci_low", "ratio_ci_high", "p_value",
+               "smallest_p", "significant"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def too_few(ratios: pd.DataFrame) -> str | None:
+    """What to say when the observation counts cannot reach significance for some comparison, else None."""
+    short = ratios[ratios["smallest_p"] >= SIGNIFICANCE]
+    if short.empty:
+        return None
+    n = needed_observations()
+    return (f"too few observations: {len(short)} of {len(ratios)} comparison(s) cannot be significant whatever "
+            f"the difference (the smallest possible two-sided Mann-Whitney p is {short['smallest_p'].max():.2g} ≥ "
+            f"{SIGNIFICANCE}); need OBS_PER_ITER ≥ {n} in both runs")
 
 
 def differences(runs: pd.DataFrame, most: int = 3) -> dict[str, str]:
@@ -117,11 +359,16 @@ def compare_report(store: ResultStore, run_ids: list[str]) -> Report:
     table = pd.concat([summary(store.observations(r), runs.loc[r, "scaling"]) for r in run_ids])
     labels = {r: f"{r} ({difference})" if difference else r for r, difference in differences(runs).items()}
     ratios = compare(store, run_ids)
-    figures = _figures(table, labels) if not table.empty else {}
+    figures = _suite_figures(table, labels) if not table.empty else {}
+    note = too_few(ratios)
+    shown = ratios.assign(CI=[f"{a:.3g} – {b:.3g}" for a, b in zip(ratios["ratio_ci_low"], ratios["ratio_ci_high"],
+                                                                       strict=True)])
+    shown = shown[[*KEYS, "run", "baseline_median", "median", "ratio", "CI", "p_value", "significant"]]
     body = ["<ul>" + "".join(f"<li>{_describe(r, runs.loc[r])}</li>" for r in run_ids) + "</ul>",
-            f"<h2>Median time relative to {escape(run_ids[0])}</h2><p>ratio &gt; 1: slower; significant: "
-            f"two-sided Mann-Whitney U, p &lt; {SIGNIFICANCE}.</p>"
-            + ratios.to_html(index=False, na_rep="—", float_format="{:.4g}".format)]
-    body += [f"<h2>{escape(name.removesuffix('.svg'))}</h2><figure>{svg}</figure>" for name, svg in figures.items()]
+            f"<h2>Median time relative to {escape(run_ids[0])}</h2><p>ratio &gt; 1: slower; CI: 95% bootstrap "
+            f"interval of the ratio of medians; significant: two-sided Mann-Whitney U, p &lt; {SIGNIFICANCE}.</p>"
+            + (f"<p class='warning'>{escape(note)}</p>" if note else "")
+            + shown.to_html(index=False, na_rep="—", float_format="{:.4g}".format)]
+    body += [f"<figure class='suite'>{svg}</figure>" for svg in figures.values()]
     title = "Comparison of " + ", ".join(run_ids)
     return Report(title, page(title, "".join(body)), figures)
