@@ -188,7 +188,10 @@ def comparable_runs(runs: pd.DataFrame, run_id: str) -> tuple[pd.DataFrame, str 
     current = runs.loc[run_id]
     earlier = (runs["fingerprint"] == current["fingerprint"]) & (runs["status"] == "ok") \
         & (runs["started_at"] < current["started_at"])
-    same = runs[earlier & (hardware == hardware.loc[run_id])].sort_values("started_at")
+    # a run recorded before daskweak knew hardware classes counts as this class when it ran on this host, so
+    # an upgrade does not restart every baseline
+    unknown = (hardware == "") & (runs["host"] == current["host"])
+    same = runs[earlier & ((hardware == hardware.loc[run_id]) | unknown)].sort_values("started_at")
     if not same.empty:
         return same.reset_index(), None
     if earlier.any():
