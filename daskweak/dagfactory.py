@@ -77,23 +77,45 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         notifier = getattr(importlib.import_module(module), name)(**arguments)
         notifier({**context, "summary": summary})
 
+    # Each param says in one line what it does, its unit and its range (the trigger form shows it under the
+    # field); the `.env` key that sets its default comes last.
     params = {} if nightly else {
-
         "backend": Param(defaults["backend"], type="string", enum=["local", "slurm", "kubernetes"],
-                         description="Where the Dask cluster runs."),
-        "max_cores": Param(defaults["max_cores"], type="integer", minimum=1, description="MAX_N_CORES"),
-        "step_by": Param(defaults["step_by"], type="integer", minimum=1, description="STEP_BY"),
+                         description="Where the Dask cluster runs: local (this machine), slurm (batch jobs) or "
+                                     "kubernetes (pods) (BACKEND)."),
+        "max_cores": Param(defaults["max_cores"], type="integer", minimum=1,
+                           description="Largest core count of the sweep, in cores; an integer ≥ 1 (MAX_N_CORES)."),
+        "step_by": Param(defaults["step_by"], type="integer", minimum=1,
+                         description="Core counts measured: 1, then multiples of this up to max_cores; an integer "
+                                     "≥ 1 (STEP_BY)."),
         "cores_per_node": Param(defaults["cores_per_node"], type=["null", "integer"], minimum=1,
-                                description="CORES_PER_NODE (empty: one node)"),
-        "obs_per_iter": Param(defaults["obs_per_iter"], type="integer", minimum=1, description="OBS_PER_ITER"),
+                                description="Cores of one node (Slurm job, Kubernetes pod); an integer ≥ 1, empty: "
+                                            "all cores on one node (CORES_PER_NODE)."),
+        "obs_per_iter": Param(defaults["obs_per_iter"], type="integer", minimum=1,
+                              description="Measured observations per step and suite; an integer ≥ 1, ≥ 5 for a "
+                                          "significant two-run comparison (OBS_PER_ITER)."),
         "suites": Param(list(defaults["suites"]), type="array", minItems=1, uniqueItems=True,
-                        items={"type": "string", "enum": list(ALL_SUITES)}, description="SUITES"),
-        "scaling": Param(defaults["scaling"], type="string", enum=["weak", "strong"], description="SCALING"),
-        "problem_size_array": Param(defaults["problem_size_array"], type="integer", minimum=16),
-        "problem_size_dataframes": Param(defaults["problem_size_dataframes"], type="integer", minimum=1000),
-        "problem_size_tasks": Param(defaults["problem_size_tasks"], type="integer", minimum=10),
-        "use_ssl": Param(defaults["use_ssl"], type="boolean", description="USE_SSL"),
-        "settings_file": Param(None, type=["null", "string"], description="A .env file on the workers"),
+                        items={"type": "string", "enum": list(ALL_SUITES)},
+                        description="Workload suites to run: one or more of arrays, dataframes, tasks (SUITES)."),
+        "scaling": Param(defaults["scaling"], type="string", enum=["weak", "strong"],
+                         description="weak: the problem grows with the cores; strong: it stays the 1-core size "
+                                     "(SCALING)."),
+        "problem_size_array": Param(defaults["problem_size_array"], type="integer", minimum=16,
+                                    description="Side of the 1-core square array, in elements (float64); an "
+                                                "integer ≥ 16, grown by √cores (PROBLEM_SIZE_ARRAY)."),
+        "problem_size_dataframes": Param(defaults["problem_size_dataframes"], type="integer", minimum=1000,
+                                         description="Rows of the 1-core dataframe; an integer ≥ 1000, grown by "
+                                                     "the cores (PROBLEM_SIZE_DATAFRAMES)."),
+        "problem_size_tasks": Param(defaults["problem_size_tasks"], type="integer", minimum=10,
+                                    description="Tasks per core in the task-scheduling suite; an integer ≥ 10 "
+                                                "(PROBLEM_SIZE_TASKS)."),
+        "use_ssl": Param(defaults["use_ssl"], type="boolean",
+                         description="Encrypt scheduler and worker traffic with TLS (certificates from CERT_DIR) "
+                                     "(USE_SSL)."),
+        "settings_file": Param(None, type=["null", "string"],
+                               description="Path of a .env settings file on the Airflow workers, used instead "
+                                           "of the DAG's .env; fields changed above still override it; empty: "
+                                           "the DAG's .env."),
     }
 
     with DAG(
