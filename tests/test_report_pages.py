@@ -85,6 +85,9 @@ def test_the_first_screen_is_the_heatmap_then_the_verdict_regressions_first(stor
     rows = re.findall(r"<tr class='([\w-]+)'>", html)
     assert rows[:4] == ["regression"] * 4 and set(rows[4:]) == {"unchanged"}
     assert "96 unchanged comparison(s)</summary>" in html  # folded away under the notable rows
+    # each change with the 95% interval of the run's median against the baseline median (+30% built in)
+    [interval] = re.findall(r"<th>change 95% CI</th>.*?<td>([+-]\d+)…([+-]\d+) %</td>", html)[:1]
+    assert int(interval[0]) < 30 < int(interval[1]) + 5
     assert "100%" in html.split("Regression check")[0]  # the heatmap's cells carry their values
     for section in ("Peak memory per operation", "Time to ready per step", "Statistics per operation"):
         assert section in html

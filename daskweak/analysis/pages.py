@@ -20,10 +20,13 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1f2937}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}th,td{border:1px solid #d1d5db;padding:.25rem .6rem;
 text-align:right}th{background:#f3f4f6}td:first-child,th:first-child{text-align:left}a{color:#2563eb}
 .failed,.interrupted,.partial,.regression{color:#b91c1c;font-weight:600}.improvement{color:#047857}
-figure{margin:0 0 1rem}svg{max-width:100%;height:auto}figure.heatmap svg{width:34rem;max-width:100%}
-.first{display:flex;flex-wrap:wrap;gap:0 2rem;align-items:flex-start}
+figure{margin:0 0 1rem}svg{max-width:100%;height:auto}figure.heatmap svg{max-width:100%}
+.first{display:flex;flex-wrap:wrap;gap:0 2rem;align-items:flex-start}.first>section{flex:1 1 30rem;min-width:0}
+.first>section:first-child{flex:0 0 auto}
 figure.small svg{max-width:28rem}table.header th{text-align:left;vertical-align:top}
-table.header td{text-align:left;max-width:70rem}.suspected{color:#b45309;font-weight:600}
+table.header td{text-align:left;max-width:70rem}
+table.verdicts td,table.verdicts th{padding:.2rem .4rem;font-size:.85rem}table.verdicts td{white-space:nowrap}
+.first>section:last-child{overflow-x:auto}.suspected{color:#b45309;font-weight:600}
 .no-baseline{color:#6b7280}.warning{color:#b45309;font-weight:600}details{margin:0 0 1.5rem}
 </style>"""
 

@@ -55,7 +55,7 @@ def heatmap(table: pd.DataFrame) -> plt.Figure:
     """Efficiency per operation (rows) and core count (columns), coloured, each value written in its cell."""
     wide = table.pivot_table(index=["suite", "operation"], columns="cores_requested", values="efficiency")
     values = wide.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(2.4 + 0.7 * max(2, wide.shape[1]) + 1.0, 0.7 + 0.2 * len(wide)))
+    fig, ax = plt.subplots(figsize=(2.0 + 0.55 * max(2, wide.shape[1]) + 0.8, 0.7 + 0.2 * len(wide)))
     image = ax.imshow(values, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(wide.shape[1]), [str(c) for c in wide.columns])
     ax.set_yticks(range(len(wide)), [f"{suite}.{operation}" for suite, operation in wide.index], fontsize=7)
@@ -66,7 +66,7 @@ def heatmap(table: pd.DataFrame) -> plt.Figure:
         if not np.isnan(value):
             ax.text(column, row, f"{value:.0%}", ha="center", va="center", fontsize=7,
                     color="white" if value < 0.25 or value > 0.9 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, label="efficiency")
+    fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03, label="efficiency")
     fig.tight_layout()
     return fig
 

@@ -32,8 +32,8 @@ CONFIDENCE = 0.95
 VERSIONS = ("python", "dask", "distributed", "numpy", "pandas", "dask-jobqueue", "dask-kubernetes")
 # What the verdict table lists first: the rows that need a reader.
 VERDICT_ORDER = {"regression": 0, "suspected": 1, "improvement": 2, "no baseline": 3, "unchanged": 4}
-VERDICT_KNOWN = ("suite", "operation", "cores_requested", "median", "baseline_median", "change_pct", "p_value",
-                 "verdict")
+VERDICT_KNOWN = ("suite", "operation", "cores_requested", "median", "baseline_median", "change_pct", "change_ci",
+                 "p_value", "verdict")
 
 
 @dataclass
@@ -163,6 +163,8 @@ def _cell(key: str, value: Any, metric: Any = None) -> str:
     """One verdict cell in its unit: a comparison's `metric` says what its medians measure (time or memory)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "—"
+    if isinstance(value, str):
+        return escape(value)
     if key in ("median", "baseline_median") and metric not in (None, "time", "duration"):
         return units.memory(float(value)) if "memory" in str(metric) else f"{float(value):.4g}"
     if key in ("median", "baseline_median") or key.endswith("_s"):
@@ -178,21 +180,44 @@ def _cell(key: str, value: Any, metric: Any = None) -> str:
     return escape(str(value))
 
 
-def verdict_table(verdict: dict[str, Any]) -> str:
+def _change_ci(table: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """Add "change CI": the run's 95% bootstrap interval of its median time relative to the baseline median
+    (the baseline's own spread is in the verdict's p), for time comparisons of a verdict that stores none."""
+    if intervals.empty or "change_ci" in table or not {"baseline_median", *KEYS} <= set(table.columns):
+        return table
+    merged = table.merge(intervals[[*KEYS, "ci_low", "ci_high"]], on=KEYS, how="left")
+    if "metric" in merged:
+        merged.loc[~merged["metric"].isin(["duration", "time"]), ["ci_low", "ci_high"]] = np.nan
+    low = (merged["ci_low"] / merged["baseline_median"] - 1) * 100
+    high = (merged["ci_high"] / merged["baseline_median"] - 1) * 100
+    table = table.copy()
+    table["change_ci"] = [f"{a:+.0f}…{b:+.0f} %" if pd.notna(a) and pd.notna(b) else None
+                          for a, b in zip(low, high, strict=True)]
+    return table
+
+
+def verdict_table(verdict: dict[str, Any], intervals: pd.DataFrame | None = None) -> str:
     """The stored comparisons, regressions and suspects first; keys beyond the known ones (a CI, a q-value,
-    an acceptance) become columns as they are. Unchanged rows fold away under the table."""
+    an acceptance) become columns as they are. Unchanged rows fold away under the table. `intervals`
+    (`stats.summary` of the run) adds the CI of the change when the verdict stores none."""
     table = pd.DataFrame.from_records(verdict.get("comparisons") or [])
     if table.empty:
         return "<p>No comparisons in this verdict.</p>"
+    if intervals is not None:
+        table = _change_ci(table, intervals)
     if "verdict" not in table:
         table["verdict"] = ""
     table["_rank"] = table["verdict"].map(_rank)
     change = table["change_pct"].abs() if "change_pct" in table else 0
     table = table.assign(_change=change).sort_values(["_rank", "_change"], ascending=[True, False])
-    extra = [c for c in table.columns if c not in VERDICT_KNOWN and not c.startswith("_")]
-    columns = [c for c in VERDICT_KNOWN if c in table.columns and c != "verdict"] + extra + ["verdict"]
+    # keys that say nothing in this verdict (all empty) would only widen the table; the metric shows in the
+    # medians' unit (seconds, bytes) and the operation's name (peak_memory)
+    extra = [c for c in table.columns if c not in (*VERDICT_KNOWN, "metric") and not c.startswith("_")
+             and table[c].notna().any()]
+    # the verdict first: on a narrow screen the extra keys are what scrolls out of view
+    columns = ["verdict"] + [c for c in VERDICT_KNOWN if c in table.columns and c != "verdict"] + extra
     names = {"cores_requested": "cores", "median": "median", "baseline_median": "baseline", "change_pct": "change",
-             "p_value": "p"}
+             "change_ci": "change 95% CI", "p_value": "p"}
     head = "<tr>" + "".join(f"<th>{escape(names.get(c, c.replace('_', ' ')))}</th>" for c in columns) + "</tr>"
 
     def rows(part: pd.DataFrame) -> str:
@@ -256,9 +281,9 @@ def run_report(store: ResultStore, run_id: str, nav: str = "") -> Report:
         figures["efficiency.svg"] = plots.svg(plots.heatmap(table))
         first.append(f"<section><h2>Efficiency ({escape(str(run['scaling']))} scaling)</h2><figure class='heatmap'>"
                      f"{figures['efficiency.svg']}</figure></section>")
-    first.append("<section><h2>Regression check</h2>" + (
-        verdict_table(verdict) if verdict else "<p>No regression check stored (<code>daskweak check</code>).</p>")
-        + "</section>")
+    check = (verdict_table(verdict, table) if verdict else
+             "<p>No regression check stored (<code>daskweak check</code>).</p>")
+    first.append(f"<section><h2>Regression check</h2>{check}</section>")
     body.append(f"<div class='first'>{''.join(first)}</div>")
     if not table.empty:
         suites = _suite_figures(table, {run_id: "measured"})
