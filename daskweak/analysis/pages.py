@@ -91,7 +91,8 @@ def run_page(store: ResultStore, run_id: str) -> str | None:
                                  "time_to_ready", "status", "error"]]
     verdict = store.verdict(run_id)
     check = f"<h2>Regression check</h2>{verdict['html']}" if verdict else ""
-    body = (f"<p><a href='{quote(run_id, safe='')}/report'>Full report with plots</a></p>{check}"
+    body = (f"<p><a href='{quote(run_id, safe='')}/report'>Full report with plots</a> · "
+            f"<a href='../trends'>Trends over nights</a></p>{check}"
             f"<p>{escape(run['backend'])}, {escape(run['scaling'])} scaling, TLS "
             f"{'on' if run['use_ssl'] else 'off'}, status <b>{escape(run['status'])}</b>, "
             f"fingerprint {escape(run['fingerprint'])}</p><h2>Steps</h2>"

@@ -143,7 +143,8 @@ def header(run_id: str, run: pd.Series, steps: pd.DataFrame, verdict: dict[str, 
         k: v for k, v in versions.items() if k not in VERSIONS and v}
     config = _mapping(run.get("config"))
     settings = {k: config[k] for k in sorted(MEASURED | {"obs_per_iter", "warmup"})
-                if k in config and config[k] not in (None, "", [])}
+                if k in config and config[k] not in (None, "", []) and config[k] is not False
+                and k != "use_ssl"}  # TLS is in the cluster row
     settings = {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in settings.items()}
     rows = [
         ("verdict", verdict_line(verdict)),
