@@ -133,18 +133,14 @@ def test_the_tls_secret_is_mounted_readable_by_owner_and_pod_group_only():
         assert spec["volumes"] == [] and "securityContext" not in spec
 
 
-def pod_processes(uid: str) -> list:
-    """The local processes of a k8s-local pod (process runtime): they carry K8S_LOCAL_POD_UID."""
+def pod_processes(pod_ip: str) -> list:
+    """The local processes of a k8s-local pod (process runtime): those listening on the pod's IP. (Its
+    K8S_LOCAL_POD_UID variable is no guide: Dask's setproctitle overwrites /proc/PID/environ.)"""
     import psutil
 
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("K8S_LOCAL_POD_UID") == uid:
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
+    pids = {conn.pid for conn in psutil.net_connections(kind="tcp")
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.ip == pod_ip and conn.pid}
+    return [psutil.Process(pid) for pid in sorted(pids)]
 
 
 def test_a_real_pod_sees_the_tls_key_without_world_read(kube_namespace, tmp_path):
@@ -165,13 +161,13 @@ def test_a_real_pod_sees_the_tls_key_without_world_read(kube_namespace, tmp_path
         def running_pods() -> dict[str, str]:
             pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l", f"dask.org/cluster-name={name}",
                                       "-o", "json"))["items"]
-            return {pod["metadata"]["labels"]["dask.org/component"]: pod["metadata"]["uid"] for pod in pods
-                    if pod["status"].get("phase") == "Running"}
+            return {pod["metadata"]["labels"]["dask.org/component"]: pod["status"]["podIP"] for pod in pods
+                    if pod["status"].get("phase") == "Running" and pod["status"].get("podIP")}
 
         assert wait_until(lambda: set(running_pods()) == {"scheduler", "worker"}, timeout=120), running_pods()
-        for component, uid in running_pods().items():
-            def mounted(uid: str = uid) -> Path | None:
-                for proc in pod_processes(uid):
+        for component, pod_ip in running_pods().items():
+            def mounted(pod_ip: str = pod_ip) -> Path | None:
+                for proc in pod_processes(pod_ip):
                     directory = Path(f"/proc/{proc.pid}/root{TLS_DIR}")
                     if (directory / "tls.key").exists():
                         return directory
