@@ -1,5 +1,5 @@
-"""`daskweak run | plan | results | report | compare | check | accept | k8s-secret`: the benchmark's whole
-line without Airflow.
+"""`daskweak run | plan | results | report | compare | publish | check | accept | calibrate | k8s-secret`: the
+benchmark's whole line without Airflow.
 
 Exit codes: 0 success, 1 run failure, 2 bad configuration.
 """
@@ -118,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     accept.add_argument("--operation", metavar="SUITE[.OP]", help="only this suite or operation (default: all); "
                         "a suite's peak memory is SUITE.peak_memory")
     accept.add_argument("--note", help="why, for whoever reads the history")
+    calibrate = commands.add_parser("calibrate", parents=[common],
+                                    help="run the sweep R times: noise, detectable slowdown, recommended settings")
+    calibrate.set_defaults(command=cmd_calibrate)
+    calibrate.add_argument("--repeats", type=int, default=5, metavar="R", help="runs of the sweep (default 5, ≥ 2)")
     return parser
 
 
@@ -256,6 +260,31 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         verdict = check_run(store, args.run_id, settings)
     console.print(verdict["markdown"], highlight=False, markup=False)
     return 1 if verdict["status"] == "regression" else 0
+
+
+def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.analysis.calibration import calibrate, summary_lines
+
+    if args.repeats < 2:
+        raise ConfigError([Problem("--repeats", str(args.repeats), "at least 2 runs (run-to-run noise needs two)")])
+    with interrupts_raise(), _RichProgress() as progress:
+        record = calibrate(settings, args.repeats, progress=progress)
+    table = Table(title=f"noise of {args.repeats} runs (log-scale sd ≈ CV) and minimal detectable slowdown")
+    for column in ("suite", "operation", "cores", "median s", "within", "run-to-run", "MDS now", "MDS recommended"):
+        table.add_column(column, justify="left" if column in ("suite", "operation") else "right")
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    for row in record["noise"]:
+        table.add_row(row["suite"], row["operation"], str(row["cores_requested"]), f"{row['median']:.3f}",
+                      pct(row["within"]), pct(row["run_to_run"]), pct(row["mds"]), pct(row["mds_recommended"]))
+    console.print(table)
+    for line in summary_lines(record):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"calibration {record['id']} stored in {settings.masked_database_url} "
+                  f"(runs {', '.join(record['runs'])})", highlight=False)
+    return 0
 
 
 def cmd_results(settings: Settings, args: argparse.Namespace) -> int:

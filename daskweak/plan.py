@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from daskweak.settings import Settings
 
 CHUNKS_PER_CORE = 4
 DATAFRAME_ROW_BYTES = 32  # four 8-byte columns: x, y (float64), k, j (int64)
+# A warm-up pass does this share of a measured observation's work (see `warmup_step`).
+WARMUP_WORK = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -89,3 +91,22 @@ def make_plan(settings: Settings) -> list[Step]:
             tasks=settings.problem_size_tasks * growth,
         ))
     return steps
+
+
+def warmup_step(step: Step, work: float = WARMUP_WORK) -> Step:
+    """The step shrunk to `work` of its data and tasks, with the same chunk and partition counts.
+
+    What a warm-up must warm is the same at any size: imports and first calls on the workers (NumPy, pandas,
+    Dask's code paths), the scheduler's and the client's handling of a graph of the same shape. The same
+    number of chunks and partitions gives the same graphs; only the bytes in each shrink, so a warm-up costs
+    a fraction of an observation (large chunks are fresh allocations from the OS either way: there is no
+    worker memory pool a full-size pass would fill)."""
+    blocks_per_side = math.ceil(step.array_side / step.array_chunk)
+    side = max(blocks_per_side, round(step.array_side * math.sqrt(work)))
+    return replace(
+        step,
+        array_side=side,
+        array_chunk=math.ceil(side / blocks_per_side),
+        dataframe_rows=max(step.dataframe_partitions, round(step.dataframe_rows * work)),
+        tasks=max(4 * step.cores, round(step.tasks * work)),
+    )

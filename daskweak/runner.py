@@ -24,7 +24,7 @@ from daskweak import runinfo
 from daskweak.backends import get_backend
 from daskweak.backends.base import Deployment, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
-from daskweak.plan import Step, make_plan
+from daskweak.plan import Step, make_plan, warmup_step
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted
 from daskweak.spool import Spool, spool_for
@@ -73,10 +73,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str, Any] | None = None) -> bool:
+def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str, Any] | None = None,
+              purpose: str | None = None) -> bool:
     """Record the run before its first step: configuration (no secrets), fingerprint, versions, host, and for a
     command-line run its driver process. Returns whether the table has it (else the spool keeps it).
-    The hardware class keeps other hardware out of a run's baseline."""
+
+    A run with a `purpose` (a calibration) gets it appended to its fingerprint, so no nightly baseline,
+    which holds runs of one fingerprint, ever includes it. The hardware class keeps other hardware out too."""
     hardware = runinfo.hardware(settings)
     return spool.start_run({
         "run_id": run_id,
@@ -85,7 +88,7 @@ def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str
         "backend": settings.backend,
         "scaling": settings.scaling,
         "use_ssl": settings.use_ssl,
-        "fingerprint": settings.fingerprint(),
+        "fingerprint": settings.fingerprint() + (f"-{purpose}" if purpose else ""),
         "config": settings.public(),
         "versions": runinfo.versions(),
         "host": runinfo.host(),
@@ -97,7 +100,8 @@ def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str
     })
 
 
-def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progress | None = None) -> SweepResult:
+def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progress | None = None,
+              purpose: str | None = None) -> SweepResult:
     """Every step of the plan in order; a failed step is recorded and the sweep goes on, and so does a sweep
     whose database does not answer: its rows wait in the spool (`daskweak.spool`)."""
     get_backend(settings.backend)  # an unusable backend fails the run before anything is recorded
@@ -108,7 +112,7 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
         earlier = spool.sync()  # what earlier runs could not write
         if earlier.loaded:
             log.warning("loaded spooled results of earlier runs: %s", earlier.loaded)
-        start_run(settings, spool, run_id, driver=this_driver())
+        start_run(settings, spool, run_id, driver=this_driver(), purpose=purpose)
         try:
             with heartbeat(store, run_id):
                 for step in make_plan(settings):
@@ -186,7 +190,9 @@ def run_step(
                 log.warning("step %d: planned %d cores, cluster has %d", step.index, step.cores, deployment.cores)
             for suite in settings.suites:
                 for observation in range(settings.warmup + settings.obs_per_iter):
-                    measured = observe(deployment, settings, step, suite, observation, run_id)
+                    # a warm-up warms the same code paths and graph shapes on a fraction of the data
+                    sized = warmup_step(step) if observation < settings.warmup else step
+                    measured = observe(deployment, settings, sized, suite, observation, run_id)
                     rows += measured
                     require_workers(deployment, measured)
                     release(deployment.client, restart=settings.restart_between_obs)

@@ -1,5 +1,5 @@
-"""The results tables (runs, steps, observations, verdicts, acceptances) behind one SQLAlchemy URL: SQLite by
-default, any server.
+"""The results tables (runs, steps, observations, verdicts, calibrations, acceptances) behind one SQLAlchemy
+URL: SQLite by default, any server.
 
 A step's rows are written in one transaction that first deletes that step's old rows, so running a step
 again replaces it (Airflow retries, re-runs) and loading a spooled step twice (`daskweak.spool`) is harmless.
@@ -86,7 +86,6 @@ runs = Table(
     Column("hardware_class", String(32)),
 )
 
-
 steps = Table(
     "steps", metadata,
     Column("run_id", String(64), primary_key=True),
@@ -147,6 +146,20 @@ verdicts = Table(
     Column("markdown", Text, nullable=False),
     Column("html", Text, nullable=False),
     Column("comparisons", JSON, nullable=False),
+)
+
+# One row per `daskweak calibrate`: the noise of R calibration runs and what it recommends
+# (daskweak.analysis.calibration); a report shows the newest one of its run's fingerprint.
+calibrations = Table(
+    "calibrations", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("fingerprint", String(32), nullable=False, index=True),
+    Column("settings", JSON, nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("runs", JSON, nullable=False),
+    Column("noise", JSON, nullable=False),
+    Column("recommendations", JSON, nullable=False),
 )
 
 # `daskweak accept RUN_ID [--operation SUITE.OP]`: the run's level is the new normal for those comparisons
@@ -290,6 +303,20 @@ class ResultStore:
         """run_id, status and comparisons of the stored verdicts of these runs."""
         return self._read(select(verdicts.c.run_id, verdicts.c.status, verdicts.c.comparisons).where(
             verdicts.c.run_id.in_(run_ids)))
+
+    def save_calibration(self, record: dict[str, Any]) -> None:
+        self._transaction(lambda conn: conn.execute(insert(calibrations).values(**record)))
+
+    def latest_calibration(self, fingerprint: str) -> dict[str, Any] | None:
+        """The newest calibration of runs with this fingerprint, or None."""
+        def read() -> dict[str, Any] | None:
+            query = (select(calibrations).where(calibrations.c.fingerprint == fingerprint)
+                     .order_by(calibrations.c.created_at.desc()).limit(1))
+            with self.engine.connect() as conn:
+                row = conn.execute(query).mappings().first()
+            return dict(row) if row else None
+
+        return self._retry(read)
 
     def verdict_history(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """run_id → {created_at, status, comparisons} of the stored verdicts of these runs (the regression

@@ -1,0 +1,295 @@
+"""Calibration on the user's own deployment: how noisy it is, which slowdown the nightly check can see, and
+which OBS_PER_ITER and problem sizes to use.
+
+`calibrate` runs the sweep R times (separate runs, their fingerprint suffixed so no nightly baseline ever
+holds them) and stores one `calibrations` row; everything else here is a pure function of the stored rows.
+
+Noise is measured on the log scale, where a slowdown is a shift and the standard deviation is close to the
+coefficient of variation (CV) for small noise:
+- within-run: the spread of the observations of one (suite, operation, cores) in one run, pooled over runs;
+- run-to-run: the spread of the runs' medians. It holds the within-run noise of a median (about
+  1.2533·within/√n for n observations) plus what changes between runs (placement, the machine's state); the
+  latter, `between`, is what more observations per run cannot remove.
+
+The minimal detectable slowdown (MDS) follows the run-level verdict of `daskweak.analysis.regression` with
+the configured REGRESSION_* settings: the current run's median against K baseline run medians on the log
+scale, a one-sided prediction-interval t test (df = K − 1), the night's family of F comparisons corrected
+together (one slowed comparison among unchanged ones must pass α/F: Holm's first step, and BH's), a change
+above THRESHOLD %, a regression when significant on M of N nights (a suspected run never joins the
+baseline, so the same K runs judge all N nights). The MDS is the smallest slowdown confirmed within N nights
+in POWER of seeded simulated histories (a slowed night the rule did not flag joins the baseline, as in the
+verdict); tests/test_calibration.py checks it against the verdict's own
+simulation (`regression.simulate_nights`, the code the nightly check runs).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import t as student_t
+
+from daskweak.analysis.regression import Thresholds, thresholds_of
+from daskweak.analysis.stats import KEYS, measured
+
+if TYPE_CHECKING:
+    from daskweak.runner import Progress
+    from daskweak.settings import Settings
+    from daskweak.store import ResultStore
+
+PURPOSE = "calibration"  # suffix of a calibration run's fingerprint (and prefix of its run id)
+MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2)  # sd of the median of n normal draws ≈ 1.2533·σ/√n
+POWER = 0.9
+SIMULATIONS = 4000
+MOST_OBSERVATIONS = 10  # past this, more observations per run cost machine time for little
+OBS_QUANTILE = 0.8  # OBS_PER_ITER suits this share of the comparisons
+SHORTEST_SECONDS = 0.1  # every operation at 1 core lasts at least this
+SIZE_MARGIN = 1.5  # durations grow less than linearly with size (fixed costs): aim this much above SHORTEST
+LARGEST_SHARE = 1 / 3  # no operation above this share of its suite's time at 1 core
+SIZE_SETTINGS = {"arrays": "problem_size_array", "dataframes": "problem_size_dataframes",
+                 "tasks": "problem_size_tasks"}
+
+
+def family_size(settings: Settings) -> int:
+    """Comparisons of one night, as the verdict counts them: every operation of every suite at every core
+    count (time), and every suite at every core count (peak memory)."""
+    from daskweak.plan import make_plan
+    from daskweak.workloads import catalogue
+
+    operations = catalogue()
+    return sum(len(operations[suite]) + 1 for suite in settings.suites) * len(make_plan(settings))
+
+
+def noise_table(observations: pd.DataFrame) -> pd.DataFrame:
+    """Per (suite, operation, cores) over R runs: runs, observations per run, median seconds (median of the
+    run medians), within-run and run-to-run noise (sd of log durations), and `between`, the run-to-run
+    noise left once the within-run noise of a median is taken out."""
+    rows = measured(observations)
+    rows = rows.assign(log=np.log(rows["duration"].astype(float)))
+    records = []
+    for key, group in rows.groupby(KEYS, sort=True):
+        per_run = group.groupby("run_id")["log"]
+        counts = per_run.count()
+        variances = per_run.var(ddof=1).dropna()
+        within = float(np.sqrt(variances.mean())) if len(variances) else float("nan")
+        medians = per_run.median()
+        run_to_run = float(medians.std(ddof=1)) if len(medians) > 1 else float("nan")
+        obs = int(counts.median())
+        excess = run_to_run**2 - (MEDIAN_EFFICIENCY * within) ** 2 / obs
+        records.append({
+            **dict(zip(KEYS, key, strict=True)), "runs": len(medians), "obs": obs,
+            "median": float(np.exp(medians.median())), "within": within, "run_to_run": run_to_run,
+            "between": float(np.sqrt(max(excess, 0.0))) if not np.isnan(excess) else float("nan"),
+        })
+    columns = [*KEYS, "runs", "obs", "median", "within", "run_to_run", "between"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def minimal_detectable_slowdown(within: float, between: float, obs: int, rule: Thresholds, family: int,
+                                power: float = POWER, simulations: int = SIMULATIONS, seed: int = 0) -> float:
+    """The smallest slowdown (0.1 = 10 % slower) the rule confirms within N nights with probability `power`.
+
+    Seeded simulation of `simulations` histories: K baseline runs, then N slowed nights, each run a shift
+    ~ N(0, between) plus the median of `obs` observations ~ N(0, within), on the log scale. A night counts
+    when significant and above THRESHOLD %; a slowed night that did not count joins the baseline (only
+    suspected runs are kept out), which is what makes a slowdown harder to see on later nights. The same
+    draws serve every candidate slowdown, so the share confirmed grows with it and a bisection finds the MDS.
+    """
+    k, m, n = rule.baseline_runs, rule.confirm_m, rule.confirm_n
+    if k < 2 or not 1 <= m <= n:
+        return float("inf")
+    rng = np.random.default_rng(seed)
+
+    def run_medians(count: int) -> np.ndarray:
+        shift = rng.normal(0.0, between, size=(simulations, count))
+        return shift + np.median(rng.normal(0.0, within, size=(simulations, count, obs)), axis=2)
+
+    baseline, nights = run_medians(k), run_medians(n)
+    critical = student_t.isf(rule.p_value / family, k - 1) * math.sqrt(1 + 1 / k)
+    threshold = math.log1p(rule.threshold_pct / 100)
+
+    def confirmed(shift: float) -> float:
+        window, counted = baseline, np.zeros(simulations, dtype=int)
+        for night in range(n):
+            value = nights[:, night] + shift
+            bound = np.maximum(critical * window.std(axis=1, ddof=1), threshold)
+            counts = value - window.mean(axis=1) > bound
+            counted += counts
+            joined = np.concatenate([window[:, 1:], value[:, None]], axis=1)
+            window = np.where(counts[:, None], window, joined)
+        return float((counted >= m).mean())
+
+    low, high = 0.0, 0.1
+    while confirmed(high) < power:
+        low, high = high, 2 * high
+        if high > 50:  # e^50: nothing this rule can see
+            return float("inf")
+    if confirmed(low) >= power:
+        return float(np.expm1(low))
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (low, middle) if confirmed(middle) >= power else (middle, high)
+    return float(np.expm1(high))
+
+
+def recommend_obs_per_iter(noise: pd.DataFrame, most: int = MOST_OBSERVATIONS,
+                           quantile: float = OBS_QUANTILE) -> int:
+    """The smallest OBS_PER_ITER whose within-run noise of the median (1.2533·within/√n) is at most the
+    run-to-run noise no observation count removes (`between`), for `quantile` of the comparisons; capped at
+    `most` (a deployment with no run-to-run noise gets `most`)."""
+    noise = noise.dropna(subset=["within", "between"])
+    if noise.empty:
+        return 1
+    ratio = (MEDIAN_EFFICIENCY * noise["within"]) ** 2 / noise["between"].clip(lower=1e-12) ** 2
+    needed = np.clip(np.ceil(ratio.to_numpy()), 1, most)
+    return int(np.ceil(np.quantile(needed, quantile)))
+
+
+def recommend_sizes(noise: pd.DataFrame, sizes: dict[str, int], shortest: float = SHORTEST_SECONDS,
+                    margin: float = SIZE_MARGIN) -> list[dict[str, Any]]:
+    """Per suite from its 1-core medians: the size making its fastest operation last ≥ shortest·margin (only
+    raised: a smaller problem saves time but lets per-task overhead weigh more), and its largest operation's
+    share of the suite, which no size changes (a share above a third calls for a workload change).
+
+    Durations are taken as proportional to the work: the array's work grows with its side squared, the rows
+    and the tasks linearly (plan.py's weak-scaling sizing)."""
+    one = noise[noise["cores_requested"] == 1]
+    advice = []
+    for suite, group in one.groupby("suite", sort=True):
+        fastest, largest = group.loc[group["median"].idxmin()], group.loc[group["median"].idxmax()]
+        factor = max(1.0, shortest * margin / fastest["median"]) if fastest["median"] < shortest else 1.0
+        current = sizes[suite]
+        grown = current * math.sqrt(factor) if suite == "arrays" else current * factor
+        share = float(largest["median"] / group["median"].sum())
+        advice.append({
+            "suite": suite, "setting": SIZE_SETTINGS[suite].upper(), "current": current,
+            "recommended": math.ceil(grown), "fastest": fastest["operation"],
+            "fastest_s": float(fastest["median"]), "largest": largest["operation"], "largest_share": share,
+            "share_ok": share <= LARGEST_SHARE,
+        })
+    return advice
+
+
+def analyse(observations: pd.DataFrame, settings: Settings, rule: Thresholds, family: int,
+            seed: int = 0) -> dict[str, Any]:
+    """Noise table with the MDS of every comparison (current and recommended OBS_PER_ITER), and the
+    recommendations; JSON-able."""
+    noise = noise_table(observations)
+    obs = recommend_obs_per_iter(noise)
+    for column, count in (("mds", settings.obs_per_iter), ("mds_recommended", obs)):
+        noise[column] = [_mds(row, count, rule, family, seed) for row in noise.itertuples()]
+    sizes = {suite: getattr(settings, name) for suite, name in SIZE_SETTINGS.items()}
+    finite = noise["mds"].replace(np.inf, np.nan).dropna()
+    return {
+        "noise": noise.to_dict(orient="records"),
+        "recommendations": {
+            "obs_per_iter": obs, "sizes": recommend_sizes(noise, sizes),
+            "mds_median": float(finite.median()) if len(finite) else None,
+            "mds_max": float(finite.max()) if len(finite) else None,
+        },
+    }
+
+
+def _mds(row: Any, obs: int, rule: Thresholds, family: int, seed: int) -> float:
+    """The MDS of one comparison at `obs` observations; with one observation per run the within-run noise is
+    unknown, but the run-to-run noise is then all the noise of a run's median (at that same count only)."""
+    if np.isnan(row.run_to_run):
+        return float("nan")
+    if np.isnan(row.within):
+        return minimal_detectable_slowdown(0.0, row.run_to_run, 1, rule, family, seed=seed) if obs == row.obs \
+            else float("nan")
+    return minimal_detectable_slowdown(row.within, row.between, obs, rule, family, seed=seed)
+
+
+def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the sweep `repeats` times as calibration runs, analyse them, store and return the result."""
+    from daskweak.runner import new_run_id, run_sweep
+    from daskweak.store import ResultStore
+
+    rule, family = thresholds_of(settings), family_size(settings)
+    run_ids = []
+    for _ in range(repeats):
+        result = run_sweep(settings, run_id=f"{PURPOSE}-{new_run_id()}", progress=progress, purpose=PURPOSE)
+        run_ids.append(result.run_id)
+    with ResultStore(settings.database_url) as store:
+        observations = store.observations_of(run_ids)
+        # the fingerprint as the runs recorded it, so a report finds the calibration of its own runs
+        recorded = store.runs().set_index("run_id").loc[run_ids[0], "fingerprint"]
+        record = {
+            "id": f"{PURPOSE}-{uuid.uuid4().hex[:12]}", "created_at": datetime.now(UTC),
+            "fingerprint": str(recorded).removesuffix(f"-{PURPOSE}"), "repeats": repeats, "runs": run_ids,
+            "settings": {"obs_per_iter": settings.obs_per_iter, "warmup": settings.warmup,
+                         **{name: getattr(settings, name) for name in SIZE_SETTINGS.values()},
+                         "rule": asdict(rule), "family": family, "power": POWER},
+            **_json_safe(analyse(observations, settings, rule, family)),
+        }
+        store.save_calibration(record)
+    return record
+
+
+def latest_calibration(store: ResultStore, fingerprint: str) -> dict[str, Any] | None:
+    """The newest calibration of a configuration (what a report of a run with that fingerprint shows)."""
+    return store.latest_calibration(fingerprint)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinity become None (JSON has neither); NumPy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    """The calibration's findings in sentences (the CLI prints them, the HTML fragment shows them)."""
+    advice = record["recommendations"]
+    settings, rule = record["settings"], record["settings"]["rule"]
+    lines = [
+        f"{record['repeats']} runs; rule: K={rule['baseline_runs']} baseline runs, {rule['correction']} at "
+        f"{rule['p_value']:g} over {settings['family']} comparisons, change > {rule['threshold_pct']:g} %, "
+        f"confirmed on {rule['confirm_m']} of {rule['confirm_n']} nights; power {settings['power']:.0%}",
+        f"minimal detectable slowdown at OBS_PER_ITER={settings['obs_per_iter']}: median {_pct(advice['mds_median'])}"
+        f", worst {_pct(advice['mds_max'])}",
+        f"recommended OBS_PER_ITER={advice['obs_per_iter']}",
+    ]
+    for size in advice["sizes"]:
+        change = (f"{size['current']} → {size['recommended']}" if size["recommended"] != size["current"]
+                  else f"{size['current']} (keep)")
+        share = "" if size["share_ok"] else " — above a third of the suite: a workload change, not a size, fixes it"
+        lines.append(f"{size['setting']}: {change}; fastest at 1 core {size['suite']}.{size['fastest']} "
+                     f"{size['fastest_s']:.3f} s; largest {size['largest']} {size['largest_share']:.0%} of the "
+                     f"suite{share}")
+    return lines
+
+
+def html_fragment(record: dict[str, Any] | None) -> str:
+    """A short HTML section for the report: the findings and the noise per comparison."""
+    if record is None:
+        return "<section class='calibration'><h2>Calibration</h2><p>No calibration of this configuration: " \
+               "<code>daskweak calibrate</code> measures its noise and detectable slowdown.</p></section>"
+    items = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(record))
+    header = ["suite", "operation", "cores", "median s", "within CV", "run-to-run CV", "MDS now",
+              "MDS recommended"]
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in (
+            row["suite"], row["operation"], row["cores_requested"], f"{row['median']:.3f}",
+            _pct(row["within"]), _pct(row["run_to_run"]), _pct(row["mds"]), _pct(row["mds_recommended"])))
+        + "</tr>" for row in record["noise"])
+    created = pd.Timestamp(record["created_at"]).strftime("%Y-%m-%d %H:%M")
+    return (f"<section class='calibration'><h2>Calibration {escape(created)}</h2><ul>{items}</ul><table><tr>"
+            + "".join(f"<th>{h}</th>" for h in header) + f"</tr>{rows}</table></section>")
