@@ -403,6 +403,9 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
     variables too, a near miss of a setting's name is only a warning.
     """
     overrides = {key.lower(): value for key, value in overrides.items()}
+    for key in [key for key in overrides if key in RETIRED]:
+        _warn_retired(key)
+        del overrides[key]
     problems = [_unknown(key, value) for key, value in overrides.items() if key not in Settings.model_fields]
     if env_file is None:
         env_file = Path(".env") if Path(".env").is_file() else None
@@ -456,9 +459,24 @@ def env_file_problems(path: Path) -> list[Problem]:
                 first, *rest = re.split(r"(?=[=\s])", text.strip(), maxsplit=1)
                 shown = first + ("…" if rest else "")
                 problems.append(Problem("line", shown, "KEY=VALUE (python-dotenv cannot read it)", where=where))
+            elif binding.key is not None and binding.key.lower() in RETIRED:
+                _warn_retired(binding.key.lower(), where)
             elif binding.key is not None and binding.key.lower() not in Settings.model_fields:
                 problems.append(_unknown(binding.key, binding.value, where))
     return problems
+
+
+# Settings an earlier release documented and this one no longer reads: a `.env` written for that release keeps
+# working (the key is ignored with a warning saying why) instead of being refused as a typo.
+RETIRED = {
+    "regression_sigmas": "the regression verdict is a t test of run medians against the baseline runs' medians "
+                         "(REGRESSION_P_VALUE, REGRESSION_THRESHOLD_PCT, REGRESSION_CONFIRM_M/N)",
+}
+
+
+def _warn_retired(key: str, where: str = "") -> None:
+    log.warning("%s%s is no longer used and is ignored: %s; remove it", f"{where}: " if where else "",
+                key.upper(), RETIRED[key])
 
 
 def _unknown(key: str, value: Any, where: str = "") -> Problem:

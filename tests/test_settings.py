@@ -325,3 +325,11 @@ def test_a_misspelt_or_unreadable_secret_is_not_shown(tmp_path):
     text = str(caught.value)
     assert "RESULT_URL" in text and "REGRESION_NOTIFIER_ARGS" in text and "bench.env:2" in text
     assert "S3ntinel" not in text
+
+
+def test_a_retired_setting_of_an_earlier_env_is_ignored_with_a_warning(tmp_path, caplog):
+    (tmp_path / "old.env").write_text("MAX_N_CORES=2\nREGRESSION_SIGMAS=3\n")
+    with caplog.at_level("WARNING", logger="daskweak.settings"):
+        settings = load_settings(tmp_path / "old.env", regression_sigmas=2)
+    assert settings.max_n_cores == 2
+    assert "REGRESSION_SIGMAS is no longer used" in caplog.text and "old.env:2" in caplog.text
