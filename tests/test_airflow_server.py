@@ -105,7 +105,8 @@ def test_plugin_pages_and_the_report_render_in_a_real_browser(server, finished_r
     assert "Full report with plots" in browser.page_source and console_errors(browser) == []
     browser.get(f"{server.url}/daskweak/runs/{run_id}/report")
     sizes = shown_plots(browser)
-    assert len(sizes) == 2 and all(w > 300 and h > 300 for w, h in sizes), sizes  # tasks + arrays suites
+    # tasks (one row of small plots) and arrays (three rows) suites
+    assert len(sizes) == 2 and all(w > 300 and h > 200 for w, h in sizes), sizes
     assert console_errors(browser) == []
     browser.save_screenshot(str(ARTIFACTS / "plugin-report.png"))  # the first screen: header, heatmap, verdict
     browser.get(f"{server.url}/daskweak/trends")
@@ -117,3 +118,70 @@ def test_plugin_pages_and_the_report_render_in_a_real_browser(server, finished_r
     assert len(shown_plots(browser)) == 2 and console_errors(browser) == []
     browser.save_screenshot(str(ARTIFACTS / "report-file.png"))
     assert (ARTIFACTS / "plugin-report.png").stat().st_size > 10_000
+
+
+def test_a_person_triggers_the_manual_dag_in_the_ui_and_reads_its_report(server, browser):
+    """As a person does it: log in, open the DAG, press Trigger, change max_cores and suites in the form,
+    submit; the run's mapped tasks are labelled cores=N, and when it ends its report opens from the Weak
+    scaling page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 90)
+    client = server.client
+    browser.get(f"{server.url}/api/v2/version")  # on the origin: its cookies (an earlier test's token) go
+    browser.delete_all_cookies()
+    browser.execute_script("window.localStorage.clear(); window.sessionStorage.clear()")
+    browser.get(f"{server.url}/")
+    wait.until(ready.element_to_be_clickable((By.NAME, "username"))).send_keys("admin")
+    browser.find_element(By.NAME, "password").send_keys("admin-password")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=nav-dags-link]")))
+    browser.get_log("browser")  # the login page's 401s for the UI's config were expected
+    before = {r["dag_run_id"] for r in client.get(f"/api/v2/dags/{DAG}/dagRuns").json()["dag_runs"]}
+
+    browser.get(f"{server.url}/dags/{DAG}")
+    wait.until(ready.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))).click()
+    # the form's fields: a number input named element_<param>, and a textarea of one suite per line
+    for name, value in (("element_max_cores", "3"), ("element_suites", "tasks")):
+        field = wait.until(ready.presence_of_element_located((By.NAME, name)))
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", field)
+        field.click()
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(value)
+        assert field.get_attribute("value") == value
+    browser.save_screenshot(str(ARTIFACTS / "airflow-trigger-form.png"))
+    submit = browser.find_element(By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", submit)
+    wait.until(ready.element_to_be_clickable(submit)).click()
+
+    def new_run() -> dict | None:
+        runs = client.get(f"/api/v2/dags/{DAG}/dagRuns").json()["dag_runs"]
+        return next((r for r in runs if r["dag_run_id"] not in before), None)
+
+    assert wait_until(lambda: new_run() is not None, 60), "the form's submit started no run"
+    run = new_run()
+    assert run["conf"]["max_cores"] == 3 and run["conf"]["suites"] == ["tasks"], run["conf"]
+    run_id = run["dag_run_id"]
+    assert wait_until(lambda: client.get(f"/api/v2/dags/{DAG}/dagRuns/{run_id}").json()["state"]
+                      in ("success", "failed"), 400), "the run did not end"
+    assert client.get(f"/api/v2/dags/{DAG}/dagRuns/{run_id}").json()["state"] == "success"
+
+    browser.get(f"{server.url}/dags/{DAG}/runs/{run_id}/tasks/run_step/mapped")
+    labels = ("cores=1", "cores=2", "cores=3")
+    wait.until(lambda driver: all(label in driver.find_element(By.TAG_NAME, "body").text for label in labels))
+    browser.save_screenshot(str(ARTIFACTS / "airflow-mapped-tasks.png"))
+
+    browser.get(f"{server.url}/plugin/weak-scaling")
+    frame = wait.until(ready.presence_of_element_located((By.TAG_NAME, "iframe")))
+    browser.switch_to.frame(frame)
+    wait.until(ready.presence_of_element_located((By.LINK_TEXT, run_id)))
+    browser.find_element(By.XPATH, f"//tr[td/a[text()='{run_id}']]//a[text()='report']").click()
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "figure.heatmap svg")))
+    assert run_id in browser.execute_script("return document.title")
+    assert "tasks.sequential_chain" in browser.page_source and "1, 2, 3 cores in 3 step(s)" in browser.page_source
+    browser.switch_to.default_content()
+    browser.save_screenshot(str(ARTIFACTS / "airflow-weak-scaling-report.png"))
+    assert console_errors(browser) == []
