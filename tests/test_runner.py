@@ -200,10 +200,13 @@ def test_a_killed_step_process_keeps_what_it_measured(small):
     import signal
     import threading
 
+    import psutil
+
     from daskweak import orchestration
     from daskweak.isolated import run_step_isolated
     from daskweak.store import KILLED_STEP
-    from tests.airflow_harness import signal_step_process
+    from tests.airflow_harness import measured
+    from tests.conftest import wait_until
 
     settings = small(max_n_cores=1, suites="tasks", obs_per_iter=500)
     overrides = {"max_n_cores": 1, "suites": "tasks", "obs_per_iter": 500, "res_dir": str(settings.res_dir),
@@ -219,7 +222,9 @@ def test_a_killed_step_process_keeps_what_it_measured(small):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    signal_step_process(1, settings.res_dir, signal.SIGKILL, timeout=120)
+    assert wait_until(lambda: measured(settings.res_dir, 1), timeout=300), "the step measured nothing"
+    [child] = [proc for proc in psutil.Process().children() if "daskweak.isolated" in proc.cmdline()]
+    child.send_signal(signal.SIGKILL)  # this test's own step process, nobody else's
     thread.join(120)
     assert "error" in outcome  # no summary: the process died
     with pytest.raises(orchestration.StepsFailed):
