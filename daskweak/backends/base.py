@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -79,6 +80,10 @@ def check_versions(client: Client) -> None:
 def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Iterator[Deployment]:
     """Start the step's cluster, wait for all planned workers, and close it on success, error or SIGTERM."""
     backend = get_backend(settings.backend)
+    # A Client that failed to connect earlier (a refused plaintext client, say) closes itself in __del__; if
+    # the garbage collector runs that while distributed starts the new cluster's event loop, both wait on the
+    # loop runner's lock and the process hangs. Collect such leftovers here, at a safe point.
+    gc.collect()
     with ExitStack() as stack:
         stack.enter_context(interrupts_raise())
         requested = time.perf_counter()
