@@ -209,7 +209,8 @@ def verdict_table(verdict: dict[str, Any], intervals: pd.DataFrame | None = None
     if "verdict" not in table:
         table["verdict"] = ""
     table["_rank"] = table["verdict"].map(_rank)
-    change = table["change_pct"].abs() if "change_pct" in table else 0
+    # a verdict with no baseline stores no change (None): not a number to sort by
+    change = pd.to_numeric(table["change_pct"], errors="coerce").abs() if "change_pct" in table else 0
     table = table.assign(_change=change).sort_values(["_rank", "_change"], ascending=[True, False])
     # keys that say nothing in this verdict (all empty) would only widen the table; the metric shows in the
     # medians' unit (seconds, bytes) and the operation's name (peak_memory)
