@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,9 +35,12 @@ def _die_with_parent() -> None:
 def run_step_isolated(request: dict[str, Any], *, grace: float = 60.0) -> dict[str, Any]:
     """Run `request` ({"env_file", "overrides", "step", "run_id"}) in a child and return its summary."""
     cores = request["step"]["cores"]
+    # Without distributed's parent marker, the step process keeps its name (`daskweak.isolated --cores=N`)
+    # in `ps` instead of taking the title of the scheduler it hosts.
+    env = {key: value for key, value in os.environ.items() if key != "__DASK_PARENT_PID"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "daskweak.isolated", f"--cores={cores}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent, env=env,
     )
     try:
         out, _ = proc.communicate(json.dumps(request))
