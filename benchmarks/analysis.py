@@ -5,12 +5,13 @@ and the trend page over a year of nightly runs of the default sweep (≤ 2 s).
 
 Builds a SQLite results table of nightly runs with one fingerprint (3 suites × ~8 operations × 4 core
 counts × 25 observations per run, lognormal noise), then times, for the latest run: `daskweak report`'s
-work (statistics with bootstrap intervals, the plots, the HTML) and `daskweak check`'s (baseline of the
-last 10 runs, Mann-Whitney per operation and cores, verdict stored). Building the table is not timed.
+work (statistics with bootstrap intervals, the plots, the HTML) and `daskweak check`'s (each comparison's
+run median against the last REGRESSION_BASELINE_RUNS runs' with the prediction-interval t test, Holm over
+the night's family, verdict stored). Building the table is not timed.
 
 The trend: 365 nightly runs of the default sweep (every operation of the catalogue × 1 and 2 cores × 3
 observations, with steps, peak memory and stored verdicts marking a few regressions), then the time of
-the trend page (one query, per-run medians, baseline band, one figure per suite) and of one run's report.
+the trend page (one query, per-run medians, each verdict's baseline band, one figure per suite) and of one run's report.
 """
 
 from __future__ import annotations
@@ -97,8 +98,11 @@ def nightly_history(store: ResultStore, nights: int, rng: np.random.Generator, c
                   "nodes": 1, "layout": [n], "time_to_ready": float(rng.uniform(1, 3)), "status": "ok",
                   "error": None} for n in cores]
         flagged = [slower and (s, o) == ("tasks", "independent") for s, o, _ in ops for _n in cores]
+        # stored verdicts written, not judged (a year of checks is not what this builds): the band is the
+        # ±2·5 % an observation's noise gives
         comparisons = [{"suite": s, "operation": o, "cores_requested": n, "median": level * (1.3 if flag else 1.0),
-                        "baseline_median": level, "change_pct": 30.0 if flag else 0.0, "p_value": 0.5,
+                        "baseline_median": level, "baseline_low": level * 0.9, "baseline_high": level * 1.1,
+                        "change_pct": 30.0 if flag else 0.0, "p_value": 0.5,
                         "verdict": "regression" if flag else "unchanged"}
                        for (s, o, n), level, flag in zip(((s, o, n) for s, o, _ in ops for n in cores),
                                                          base[::obs], flagged, strict=True)]

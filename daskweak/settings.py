@@ -210,6 +210,11 @@ class Settings(BaseSettings):
         "A suspected slowdown is a regression when suspected on M of the last N nights …", ge=1,
     )
     regression_confirm_n: int = _setting(3, "an integer ≥ 1", "… (N, tonight included).", ge=1)
+    regression_restart_nights: int = _setting(
+        0, "0, or an integer ≥ REGRESSION_MIN_BASELINE_RUNS",
+        "A change flagged on this many consecutive nights is a change point: the baseline restarts there by "
+        "itself (0: only `daskweak accept` restarts it).", ge=0,
+    )
     regression_notifier: str | None = _setting(
         None, "a dotted path to an Airflow notifier class (module.Class)",
         "Called with the summary when the nightly check finds a regression (empty: log and file only).",
@@ -591,6 +596,11 @@ def _consistency_problems(v: dict[str, Any]) -> list[Problem]:
     if m and n and m > n:
         problems.append(Problem("REGRESSION_CONFIRM_M", m,
                                 f"an integer ≤ REGRESSION_CONFIRM_N ({n}): otherwise nothing is ever confirmed"))
+    restart = v.get("regression_restart_nights")
+    if restart and least and restart < least:
+        problems.append(Problem("REGRESSION_RESTART_NIGHTS", restart,
+                                f"0 or an integer ≥ REGRESSION_MIN_BASELINE_RUNS ({least}): a restarted baseline "
+                                "needs that many runs"))
     url = v.get("results_url")
     if url:
         from sqlalchemy.engine import make_url

@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import false_discovery_control
 
 from daskweak import runinfo
-from daskweak.analysis import regression
+from daskweak.analysis import pages, regression
 from daskweak.analysis.regression import (
     VERDICTS,
     Thresholds,
@@ -25,6 +25,7 @@ from daskweak.analysis.regression import (
     simulate_nights,
 )
 from daskweak.analysis.stats import bootstrap_median_ci, summary
+from daskweak.analysis.trend import marks
 from daskweak.cli import main
 from daskweak.errors import ConfigError
 from daskweak.settings import load_settings
@@ -251,6 +252,8 @@ def test_a_lasting_slowdown_is_suspected_then_red_and_never_absorbed_until_accep
     second = check_run(store, night(store, 13, rng, slow), settings)
     assert second["status"] == "regression" and verdict_of(second, "tasks.chain")["nights_flagged"] == 2
     assert "**regression**" in second["markdown"] and "tasks | chain" in second["markdown"]
+    # the Airflow page (the plugin serves pages.run_page) names the call that accepts it
+    assert "daskweak accept night013 --operation tasks.chain" in pages.run_page(store, "night013")
     for index in range(14, 20):  # a week later the slow nights are still not baseline: still red
         later = check_run(store, night(store, index, rng, slow), settings)
         row = verdict_of(later, "tasks.chain")
@@ -263,6 +266,64 @@ def test_a_lasting_slowdown_is_suspected_then_red_and_never_absorbed_until_accep
     assert row["baseline_runs"] == 7  # night013 … night019, the new normal
     assert accepted["status"] != "regression" and "accepted run(s) night013" in accepted["markdown"]
     assert main(["accept", "no-such-run", "--set", f"RES_DIR={settings.res_dir}"]) == 1
+
+
+def test_a_change_that_held_the_restart_nights_restarts_the_baseline_and_the_verdict_says_so(results):
+    store, shipped = results
+    settings = load_settings(res_dir=shipped.res_dir, regression_restart_nights=5)
+    rng = np.random.default_rng(11)
+    for index in range(10):
+        check_run(store, night(store, index, rng), settings)
+    slow = {"tasks.chain": 1.25}
+    flagged = [verdict_of(check_run(store, night(store, index, rng, slow), settings), "tasks.chain")["verdict"]
+               for index in range(10, 15)]
+    assert flagged == ["suspected", "regression", "regression", "regression", "regression"]
+    restarted = check_run(store, night(store, 15, rng, slow), settings)
+    row = verdict_of(restarted, "tasks.chain")
+    assert row["verdict"] == "unchanged" and row["restarted_at"] == "night010" and row["baseline_runs"] == 5
+    assert verdict_of(restarted, "arrays.sum")["restarted_at"] is None
+    assert "change point(s) night010" in restarted["markdown"] and restarted["status"] == "ok"
+    # the restart holds on later nights (the streak stays in the history), and a new slowdown is seen again
+    later = check_run(store, night(store, 16, rng, {"tasks.chain": 1.25 * 1.25}), settings)
+    assert verdict_of(later, "tasks.chain")["verdict"] == "suspected"
+    assert verdict_of(later, "tasks.chain")["restarted_at"] == "night010"
+    found = marks(store, store.runs())
+    restarts = found[found["kind"] == "restarted"]
+    assert list(zip(restarts["operation"], restarts["started_at"].dt.day, strict=True)) == [("chain", 11)]
+
+
+def test_without_restart_nights_the_same_change_stays_red(results):
+    store, settings = results
+    assert settings.regression_restart_nights == 0
+    rng = np.random.default_rng(11)
+    for index in range(10):
+        check_run(store, night(store, index, rng), settings)
+    for index in range(10, 16):
+        record = check_run(store, night(store, index, rng, {"tasks.chain": 1.25}), settings)
+    assert verdict_of(record, "tasks.chain")["verdict"] == "regression" and "change point" not in record["markdown"]
+
+
+def test_restart_nights_shorter_than_a_baseline_are_refused():
+    with pytest.raises(ConfigError, match=r"REGRESSION_RESTART_NIGHTS.*≥ REGRESSION_MIN_BASELINE_RUNS \(5\)"):
+        load_settings(regression_restart_nights=3)
+    assert load_settings(regression_restart_nights=5, regression_min_baseline_runs=5).regression_restart_nights == 5
+
+
+def test_the_stored_band_is_the_baselines_95_percent_prediction_interval(results):
+    from scipy import stats
+
+    store, settings = results
+    rng = np.random.default_rng(12)
+    for index in range(9):
+        record = check_run(store, night(store, index, rng), settings)
+    row = verdict_of(record, "arrays.sum")
+    medians = [store.observations(run_id).query("operation == 'sum'")["duration"].median()
+               for run_id in record["baseline"]]
+    logs = np.log(medians)
+    reach = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) * np.sqrt(1 + 1 / len(logs))
+    assert row["baseline_low"] == pytest.approx(np.exp(logs.mean() - reach))
+    assert row["baseline_high"] == pytest.approx(np.exp(logs.mean() + reach))
+    assert row["baseline_low"] < row["baseline_median"] < row["baseline_high"]
 
 
 def test_peak_memory_is_judged_like_time(results):

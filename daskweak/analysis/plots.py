@@ -144,10 +144,12 @@ def ready_figure(steps: pd.DataFrame) -> plt.Figure:
 
 def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Figure:
     """Per operation of `suite`: the nightly median time (one line per core count) over the baseline band,
-    regressions and suspects marked (red, orange), accepted changes as green vertical lines.
+    regressions and suspects marked (red, orange), accepted changes as green dotted vertical lines, change
+    points the baseline restarted at as violet dashed ones.
 
     `trend`: suite, operation, cores_requested, started_at, median, band_low, band_high.
-    `marks`: suite, operation, cores_requested (or NaN: all), started_at, kind (regression/suspected/accepted).
+    `marks`: suite, operation, cores_requested (or NaN: all), started_at, kind (regression, suspected,
+    accepted, restarted).
     """
     table = trend[trend["suite"] == suite]
     operations = sorted(table["operation"].unique())
@@ -174,6 +176,8 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Fi
                                label=kind)
             for when in here.loc[here["kind"] == "accepted", "started_at"].unique():
                 ax.axvline(when, color="#047857", linewidth=1, linestyle=":")
+            for when in here.loc[here["kind"] == "restarted", "started_at"].unique():
+                ax.axvline(when, color="#6d28d9", linewidth=1, linestyle="--")
         ax.set_title(f"{suite}.{operation}", fontsize=9)
         ax.set_ylabel("median s", fontsize=8)
         ax.set_ylim(bottom=0)
@@ -185,8 +189,8 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Fi
         ax.grid(alpha=0.3)
     if axes:
         axes[0].legend(fontsize=7)
-    fig.suptitle(f"{suite}: median time per night (band: the baseline runs' range; ▼ regression, "
-                 "● suspected, dotted: accepted)", fontsize=10)
+    fig.suptitle(f"{suite}: median time per night (band: 95 % prediction interval of the verdict's baseline; "
+                 "▼ regression, ● suspected, dotted: accepted, dashed: restarted at a change point)", fontsize=10)
     _margins(fig)
     return fig
 

@@ -10,7 +10,9 @@ and a change must also exceed THRESHOLD % to count.
 A significant slowdown is first "suspected" (shown, not red); it is a "regression" when it was suspected
 on at least M of the last N nights (tonight included). A suspected or regressed run never joins the
 baseline of that comparison unless a user accepts it (`daskweak accept`): then only runs from the accepted
-one on form the baseline. Runs with another fingerprint (settings) or hardware class are never compared.
+one on form the baseline. With REGRESSION_RESTART_NIGHTS = L > 0, a change flagged on L consecutive nights
+is a change point and the baseline restarts at its first night by itself; the verdict names the run either
+way. Runs with another fingerprint (settings) or hardware class are never compared.
 
 Everything below `check_run` is pure NumPy over arrays with leading batch axes, so the seeded simulations
 (`tests/test_analysis.py`, `benchmarks/regression_calibration.py`) run the very code the nightly check runs.
@@ -37,6 +39,7 @@ VERDICTS = ("regression", "suspected", "improvement", "unchanged", "no baseline"
 FLAGGED = ("suspected", "regression")
 MEMORY = "peak_memory"  # the operation name of a suite's peak-memory comparison, and its metric
 COMPARISON = [*KEYS, "metric"]
+BAND = 0.05  # the trend's band: the baseline's two-sided 95 % prediction interval
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class Thresholds:
     correction: Literal["holm", "bh"] = "holm"
     confirm_m: int = 2
     confirm_n: int = 3
+    restart_nights: int = 0  # 0: only an acceptance restarts a baseline
 
 
 # --- pure statistics over arrays: [..., R (runs, oldest first), F (comparisons)] -----------------------
@@ -81,8 +85,11 @@ def prediction_test(current: np.ndarray, history: np.ndarray, use: np.ndarray,
         slower, faster = student_t.sf(t, df), student_t.cdf(t, df)
     ok = (n >= max(min_runs, 2)) & np.isfinite(current)
     nan = np.full(np.shape(t), np.nan)
+    # the band a new run of the baseline falls in 95 % of the time (shown on the trend, not the test's level)
+    reach = student_t.ppf(1 - BAND / 2, df) * scale
     return {"n": n, "mean": np.where(ok, mean, np.nan), "slower": np.where(ok, slower, nan),
-            "faster": np.where(ok, faster, nan)}
+            "faster": np.where(ok, faster, nan), "low": np.where(ok, mean - reach, nan),
+            "high": np.where(ok, mean + reach, nan)}
 
 
 def adjusted(p: np.ndarray, method: str) -> np.ndarray:
@@ -128,6 +135,7 @@ def judge(current: np.ndarray, history: np.ndarray, eligible: np.ndarray, flagge
         [VERDICTS.index("no baseline"), VERDICTS.index("regression"), VERDICTS.index("suspected"),
          VERDICTS.index("improvement")], VERDICTS.index("unchanged"))
     return {"verdict": verdict, "change_pct": change, "baseline_mean": test["mean"], "baseline_runs": test["n"],
+            "band_low": test["low"], "band_high": test["high"],
             "p_value": np.where(faster, test["faster"], test["slower"]),
             "p_adjusted": np.where(faster, p_faster, p_slower), "nights_flagged": nights, "use": use}
 
@@ -158,6 +166,18 @@ def simulate_nights(rng: np.random.Generator, histories: int, nights: int, run_c
         verdicts[:, night] = result["verdict"]
         flagged[:, night] = np.isin(result["verdict"], [VERDICTS.index(v) for v in FLAGGED])
     return verdicts
+
+
+def change_point(flagged: np.ndarray, nights: int) -> tuple[int, int] | None:
+    """The latest streak of at least `nights` consecutive flagged runs in `flagged` [R] (oldest first), as
+    (first, end): a level that held that long is a change, not noise. None when there is none or `nights`
+    is 0."""
+    found, streak = None, 0
+    for row, flag in enumerate(flagged):
+        streak = streak + 1 if flag else 0
+        if nights and streak >= nights:
+            found = (row - streak + 1, row + 1)
+    return found
 
 
 # --- from the stored rows to a verdict --------------------------------------------------------------
@@ -218,13 +238,15 @@ def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_ve
     keys = list(current.index)
     if not keys:
         return pd.DataFrame(columns=[*COMPARISON, "median", "baseline_median", "change_pct", "p_value",
-                                     "p_adjusted", "baseline_runs", "nights_flagged", "verdict", "accepted_from"])
+                                     "p_adjusted", "baseline_runs", "nights_flagged", "verdict", "accepted_from",
+                                     "restarted_at", "baseline_low", "baseline_high"])
     grid = values[values["run_id"].isin(order)].pivot_table(index="run_id", columns=COMPARISON, values="median")
     grid = grid.reindex(index=order, columns=pd.MultiIndex.from_tuples(keys, names=COMPARISON))
     history = np.log(grid.to_numpy(dtype=float))
     flagged = np.zeros(history.shape, dtype=bool)
     eligible = np.ones(history.shape, dtype=bool)
     accepted_from: list[str | None] = []
+    restarted_at: list[str | None] = []
     for column, key in enumerate(keys):
         starts = [a for a in acceptances if covers(a, key[0], key[1])]
         for row, rid in enumerate(order):
@@ -240,11 +262,22 @@ def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_ve
             eligible[:since["position"], column] = False
             flagged[:since["position"], column] = False
         accepted_from.append(since["run_id"] if since else None)
+        point = change_point(flagged[:, column], rule.restart_nights)
+        if point is not None and (since is None or point[0] > since["position"]):
+            # the streak is the new level: it forms the baseline, and nothing before it counts any more
+            first, end = point
+            eligible[:first, column] = False
+            eligible[first:end, column] = True
+            flagged[:end, column] = False
+            accepted_from[-1] = None
+        restarted_at.append(order[point[0]] if point is not None and accepted_from[-1] is None else None)
     now = np.log(current.to_numpy(dtype=float))
     result = judge(now, history, eligible, flagged, rule)
     table = pd.DataFrame(keys, columns=COMPARISON)
     table["median"] = current.to_numpy(dtype=float)
     table["baseline_median"] = np.exp(result["baseline_mean"])
+    table["baseline_low"] = np.exp(result["band_low"])
+    table["baseline_high"] = np.exp(result["band_high"])
     table["change_pct"] = result["change_pct"]
     table["p_value"] = result["p_value"]
     table["p_adjusted"] = result["p_adjusted"]
@@ -252,6 +285,7 @@ def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_ve
     table["nights_flagged"] = result["nights_flagged"].astype(int)
     table["verdict"] = [VERDICTS[i] for i in result["verdict"]]
     table["accepted_from"] = accepted_from
+    table["restarted_at"] = restarted_at
     used = result["use"]
     table.attrs["baseline"] = [rid for row, rid in enumerate(order) if used[row].any()]
     return table
@@ -312,6 +346,10 @@ def headline(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str 
     why = f" ({reason})" if reason else ""
     accepted = sorted({a for a in table.get("accepted_from", pd.Series(dtype=object)).dropna()})
     since = f"; baseline restarted at accepted run(s) {', '.join(accepted)}" if accepted else ""
+    points = sorted({a for a in table.get("restarted_at", pd.Series(dtype=object)).dropna()})
+    if points:
+        since += (f"; baseline restarted at change point(s) {', '.join(points)} (a change that held "
+                  f"{rule.restart_nights} nights)")
     return (f"{bold}{status(table)}{bold}{why}: run `{run_id}` against {len(baseline)} baseline run(s){since}; "
             f"{counts.get('regression', 0)} regression(s) (suspected on ≥ {rule.confirm_m} of the last "
             f"{rule.confirm_n} nights), {counts.get('suspected', 0)} suspected, {counts.get('improvement', 0)} "
@@ -365,7 +403,7 @@ def thresholds_of(settings: Settings) -> Thresholds:
                       threshold_pct=settings.regression_threshold_pct, p_value=settings.regression_p_value,
                       min_baseline_runs=settings.regression_min_baseline_runs,
                       correction=settings.regression_correction, confirm_m=settings.regression_confirm_m,
-                      confirm_n=settings.regression_confirm_n)
+                      confirm_n=settings.regression_confirm_n, restart_nights=settings.regression_restart_nights)
 
 
 def _past_verdicts(stored: dict[str, dict[str, Any]]) -> dict[str, dict[tuple, dict[str, Any]]]:

@@ -19,8 +19,6 @@ from daskweak.analysis.stats import KEYS
 from daskweak.store import ResultStore
 
 NIGHTS = 365  # a year of nightly runs
-BASELINE_RUNS = 10  # the band: the range of the medians of the runs before (as many as the verdict's baseline)
-MIN_BAND_RUNS = 3
 MARKED = ("regression", "suspected")
 
 
@@ -30,25 +28,36 @@ def fingerprint_runs(runs: pd.DataFrame, fingerprint: str, nights: int = NIGHTS)
     return same.tail(nights)
 
 
-def medians(store: ResultStore, runs: pd.DataFrame, baseline_runs: int = BASELINE_RUNS) -> pd.DataFrame:
-    """Per (run, suite, operation, cores): median time, the run's start, and the band (min–max of the
-    medians of the `baseline_runs` runs before it; none until MIN_BAND_RUNS of them exist)."""
+def medians(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (run, suite, operation, cores): median time, the run's start, and the band of the run's own
+    verdict (the 95 % prediction interval of the baseline it was judged against; none for a run without
+    a verdict or a baseline)."""
     rows = store.measured_durations(list(runs["run_id"]))
     table = rows.groupby(["run_id", *KEYS], as_index=False)["duration"].median().rename(
         columns={"duration": "median"})
     table = table.merge(runs[["run_id", "started_at"]], on="run_id").sort_values([*KEYS, "started_at"])
     table["started_at"] = pd.to_datetime(table["started_at"], utc=True).dt.tz_localize(None)
-    grouped = table.groupby(KEYS, sort=False)["median"]
-    before = grouped.shift(1)
-    window = before.groupby([table[k] for k in KEYS], sort=False).rolling(baseline_runs, min_periods=MIN_BAND_RUNS)
-    table["band_low"] = window.min().reset_index(level=list(range(len(KEYS))), drop=True)
-    table["band_high"] = window.max().reset_index(level=list(range(len(KEYS))), drop=True)
+    table = table.merge(bands(store, list(runs["run_id"])), on=["run_id", *KEYS], how="left")
     return table.reset_index(drop=True)
 
 
+def bands(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
+    """The time comparisons' baseline band of each stored verdict: run_id, KEYS, band_low, band_high."""
+    columns = ["run_id", *KEYS, "band_low", "band_high"]
+    verdicts = store.verdicts_of(run_ids)
+    found = [(run_id, c.get("suite"), c.get("operation"), c.get("cores_requested"), c.get("baseline_low"),
+              c.get("baseline_high"))
+             for run_id, comparisons in zip(verdicts["run_id"], verdicts["comparisons"], strict=True)
+             for c in comparisons or [] if (c.get("metric") or "duration") == "duration"]
+    table = pd.DataFrame(found, columns=columns)
+    table[["band_low", "band_high"]] = table[["band_low", "band_high"]].astype(float)
+    return table.astype({"cores_requested": "int64"}) if not table.empty else table
+
+
 def marks(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
-    """Regressions and suspects from the stored verdicts, accepted changes (`daskweak accept`) from the
-    acceptances: suite, operation, cores_requested (None: every one), started_at, kind."""
+    """Regressions, suspects and change points the baseline restarted at from the stored verdicts, accepted
+    changes (`daskweak accept`) from the acceptances: suite, operation, cores_requested (None: every one),
+    started_at, kind."""
     columns = ["suite", "operation", "cores_requested", "started_at", "kind"]
     when = dict(zip(runs["run_id"], pd.to_datetime(runs["started_at"], utc=True).dt.tz_localize(None),
                     strict=True))
@@ -57,13 +66,15 @@ def marks(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
     for run_id, comparisons in zip(verdicts["run_id"], verdicts["comparisons"], strict=True):
         found += [(c.get("suite"), c.get("operation"), c.get("cores_requested"), when[run_id], c["verdict"])
                   for c in comparisons or [] if c.get("verdict") in MARKED]
+        found += [(c.get("suite"), c.get("operation"), c.get("cores_requested"), when[c["restarted_at"]],
+                   "restarted") for c in comparisons or [] if c.get("restarted_at") in when]
     accepted = store.acceptances()
     if not accepted.empty:
         accepted = accepted[accepted["run_id"].isin(when)]
         for record in accepted.to_dict("records"):
             found.append((record.get("suite"), record.get("operation"), record.get("cores_requested"),
                           when[record["run_id"]], "accepted"))
-    return pd.DataFrame(found, columns=columns)
+    return pd.DataFrame(found, columns=columns).drop_duplicates()
 
 
 def trend_figures(store: ResultStore, runs: pd.DataFrame) -> dict[str, str]:
@@ -102,7 +113,7 @@ def trend_page(store: ResultStore, fingerprint: str | None = None, nights: int =
     first, last = chosen["started_at"].min(), chosen["started_at"].max()
     body = (f"<p><a href='{escape(home)}'>All runs</a></p><p>{len(chosen)} run(s) with fingerprint "
             f"<code>{escape(fingerprint)}</code> from {first:%Y-%m-%d} to {last:%Y-%m-%d}: per operation, each "
-            f"run's median time, one line per core count; the band is the range of the {BASELINE_RUNS} runs' "
-            f"medians before each run.</p><p>Fingerprints: {choices}</p>"
+            f"run's median time, one line per core count; the band is the 95 % prediction interval of the "
+            f"baseline each run's verdict was judged against.</p><p>Fingerprints: {choices}</p>"
             + "".join(f"<h2>{escape(suite)}</h2><figure>{svg}</figure>" for suite, svg in figures.items()))
     return page(f"Trends of {fingerprint}", body)
