@@ -3,7 +3,9 @@ run's report, and the trends over nights — the same renderers as `daskweak rep
 
 Access is deliberate: every route requires a valid Airflow token (the UI's session cookie or an
 `Authorization: Bearer` header), checked by Airflow's own `get_user`; Airflow does not protect plugin
-apps by default.
+apps by default. Accepting a regression (the run page's button, a POST) changes what the nightly DAG
+judges, so it also needs the right to edit the nightly DAG's runs, asked of Airflow's auth manager; the
+session cookie is SameSite=Lax, so another site cannot make a browser post it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import quote
 
-from airflow.api_fastapi.core_api.security import get_user
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, get_user, requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from daskweak import orchestration
 from daskweak.analysis import pages
 from daskweak.store import ResultStore
 
 app = FastAPI(title="daskweak", dependencies=[Depends(get_user)])
+NIGHTLY = "dask_weak_scaling_nightly"
 
 
 def plugin_store() -> ResultStore:
@@ -41,10 +45,22 @@ def runs() -> str:
 @app.get("/runs/{run_id}", response_class=HTMLResponse)
 def run(run_id: str) -> str:
     with plugin_store() as store:
-        page = pages.run_page(store, run_id)
+        page = pages.run_page(store, run_id, accept=True)
     if page is None:
         raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
     return page
+
+
+@app.post("/runs/{run_id}/accept", dependencies=[Depends(requires_access_dag("PUT", DagAccessEntity.RUN,
+                                                                             param_dag_id=NIGHTLY))])
+def accept(run_id: str, operation: str, user: GetUserDep) -> RedirectResponse:
+    """What `daskweak accept RUN_ID --operation SUITE.OP` does, from the run page's button."""
+    suite, _, name = operation.partition(".")
+    with plugin_store() as store:
+        if run_id not in set(store.runs()["run_id"]):
+            raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
+        store.accept(run_id, suite or None, name or None, f"accepted on the Airflow page by {user.get_name()}")
+    return RedirectResponse(f"../{quote(run_id, safe='')}", status_code=303)
 
 
 @app.get("/runs/{run_id}/report", response_class=HTMLResponse)

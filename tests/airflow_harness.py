@@ -35,11 +35,11 @@ class AirflowHome:
             "AIRFLOW_HOME": str(home),
             "DASKWEAK_ENV_FILE": str(env_file),
             "AIRFLOW__API_AUTH__JWT_SECRET": "daskweak-tests-" + "x" * 64,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         } | (extra or {})
         home.mkdir(parents=True, exist_ok=True)
-        (home / "passwords.json").write_text(json.dumps({"admin": "admin-password"}))
+        (home / "passwords.json").write_text(json.dumps({"admin": "admin-password", "viewer": "viewer-password"}))
 
     def run(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None,
             check: bool = False) -> subprocess.CompletedProcess[str]:

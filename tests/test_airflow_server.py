@@ -3,6 +3,7 @@ run (each task its own process), and the plugin page behind Airflow's authentica
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -185,3 +186,43 @@ def test_a_person_triggers_the_manual_dag_in_the_ui_and_reads_its_report(server,
     browser.switch_to.default_content()
     browser.save_screenshot(str(ARTIFACTS / "airflow-weak-scaling-report.png"))
     assert console_errors(browser) == []
+
+
+def test_a_regression_is_accepted_with_the_run_pages_button_by_an_editor_only(server, finished_run, browser):
+    """The button of the run page posts `daskweak accept`'s record. The verdict is stored as the nightly check
+    stores one (the nightly DAG's own red night is tested in test_airflow.py); under test here are the page,
+    the button, and who may press it."""
+    from datetime import UTC, datetime
+
+    from selenium.webdriver.common.by import By
+
+    run_id, _ = finished_run
+    url = f"sqlite:///{server.home.env_file.parent / 'results' / 'daskweak.sqlite'}"
+    with ResultStore(url) as store:
+        store.save_verdict({"run_id": run_id, "created_at": datetime.now(UTC), "status": "regression",
+                            "baseline": [], "markdown": "", "html": "<p>regression</p>",
+                            "comparisons": [{"suite": "tasks", "operation": "sequential_chain", "cores_requested": 2,
+                                             "verdict": "regression"}]})
+    page = server.client.get(f"/daskweak/runs/{run_id}").text
+    assert "Accept tasks.sequential_chain as the new normal" in page
+    action = "/daskweak/runs/" + re.search(r"<form method='post' action='([^']+)'", page).group(1)
+    assert httpx.post(f"{server.url}{action}", timeout=10).status_code == 401
+    viewer = httpx.post(f"{server.url}/auth/token", json={"username": "viewer", "password": "viewer-password"},
+                        timeout=10).json()["access_token"]
+    refused = httpx.post(f"{server.url}{action}", headers={"Authorization": f"Bearer {viewer}"}, timeout=10)
+    assert refused.status_code == 403
+    with ResultStore(url) as store:
+        assert store.acceptances().empty
+
+    token = server.client.headers["Authorization"].removeprefix("Bearer ")
+    browser.get(f"{server.url}/api/v2/version")
+    browser.delete_all_cookies()
+    browser.add_cookie({"name": "_token", "value": token, "path": "/"})
+    browser.get(f"{server.url}/daskweak/runs/{run_id}")
+    browser.find_element(By.CSS_SELECTOR, "button.accept").click()
+    assert wait_until(lambda: "Accepted as the new normal" in browser.page_source, 30)
+    assert "tasks.sequential_chain (accepted on the Airflow page by admin)" in browser.page_source
+    assert console_errors(browser) == []
+    with ResultStore(url) as store:
+        [row] = store.acceptances().to_dict("records")
+    assert (row["run_id"], row["suite"], row["operation"]) == (run_id, "tasks", "sequential_chain")

@@ -82,7 +82,9 @@ def runs_page(store: ResultStore, links: Links = PLUGIN) -> str:
     return page("Weak scaling", f"{trends}<table><tr>{head}</tr>{rows}</table>")
 
 
-def run_page(store: ResultStore, run_id: str) -> str | None:
+def run_page(store: ResultStore, run_id: str, accept: bool = False) -> str | None:
+    """One run: its verdict, steps and efficiency; with `accept`, a button per regressed operation that
+    posts to `<run>/accept` (the Airflow page; a static site has nothing to post to)."""
     runs = store.runs().set_index("run_id")
     if run_id not in runs.index:
         return None
@@ -91,6 +93,15 @@ def run_page(store: ResultStore, run_id: str) -> str | None:
                                  "time_to_ready", "status", "error"]]
     verdict = store.verdict(run_id)
     check = f"<h2>Regression check</h2>{verdict['html']}" if verdict else ""
+    accepted = store.acceptances()
+    accepted = accepted[accepted["run_id"] == run_id] if not accepted.empty else accepted
+    if verdict and accept:
+        check += accept_buttons(run_id, verdict)
+    if not accepted.empty:
+        check += "<p class='accepted'>Accepted as the new normal: " + ", ".join(
+            escape(".".join(p for p in (row.suite, row.operation) if isinstance(p, str)) or "every comparison")
+            + (f" ({escape(row.note)})" if isinstance(row.note, str) else "") for row in accepted.itertuples())
+        check += "</p>"
     body = (f"<p><a href='{quote(run_id, safe='')}/report'>Full report with plots</a> · "
             f"<a href='../trends'>Trends over nights</a></p>{check}"
             f"<p>{escape(run['backend'])}, {escape(run['scaling'])} scaling, TLS "
@@ -109,3 +120,13 @@ def run_page(store: ResultStore, run_id: str) -> str | None:
     return page(f"Run {run_id}", body)
 
 
+
+
+def accept_buttons(run_id: str, verdict: dict) -> str:
+    """A form per regressed operation: accepting makes this run's level its new normal (`daskweak accept`)."""
+    names = sorted({f"{c['suite']}.{c['operation']}" for c in verdict.get("comparisons") or []
+                    if c.get("verdict") == "regression"})
+    return "".join(
+        f"<form method='post' action='{quote(run_id, safe='')}/accept?operation={quote(name, safe='')}'>"
+        f"<button type='submit' class='accept'>Accept {escape(name)} as the new normal</button></form>"
+        for name in names)
