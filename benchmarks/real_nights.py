@@ -7,17 +7,19 @@ private AIRFLOW_HOME with a SQLite results database, small problem sizes and the
 defaults (the first REGRESSION_MIN_BASELINE_RUNS nights only build the baseline). After the unchanged
 nights comes a documented change of the environment: every process of the nightly run is pinned to one
 CPU (`taskset -c 0`, what a CPU quota of one core does), so the two workers of the 2-core step share one
-CPU while the 1-core step keeps its CPU. The slowed nights run until the regression is confirmed (at most
-`--slowed`). A notifier (REGRESSION_NOTIFIER) appends each call to a file.
+CPU while the 1-core step keeps its CPU; `--slowed` nights of it. A notifier (REGRESSION_NOTIFIER) appends
+each call to a file. `--keep DIR` keeps the Airflow home and the results database there for a closer look.
 
 Prints one line per night (DAG result, verdict, suspected and regressed comparisons, notifier calls), then
-the figures: red nights among the unchanged judged ones, the slowed night that confirmed the regression
-(against M of N), the comparisons it names, and whether the notifier was called.
+the figures: red nights among the unchanged judged ones; per slowed night, the comparisons flagged and
+confirmed, and among those no unchanged night had flagged, the first slowed night that confirmed one
+(against M of N), and whether the notifier was called.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sqlite3
 import subprocess
@@ -105,26 +107,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--unchanged", type=int, default=17, help="unchanged nights (the first "
                         "REGRESSION_MIN_BASELINE_RUNS of them build the baseline)")
-    parser.add_argument("--slowed", type=int, default=3, help="slowed nights at most (stops when confirmed)")
+    parser.add_argument("--slowed", type=int, default=3, help="slowed nights")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--keep", type=Path, help="an empty directory to keep the Airflow home and results in")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        nights = Nights(Path(tmp), dict(item.split("=", 1) for item in args.set))
+    with contextlib.ExitStack() as stack:
+        base = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        base.mkdir(parents=True, exist_ok=True)
+        nights = Nights(base, dict(item.split("=", 1) for item in args.set))
         rule = nights.settings
-        first = date(2026, 1, 1)
+        start = date(2026, 1, 1)
         unchanged, slowed = [], []
         for index in range(args.unchanged):
-            unchanged.append(nights.run(first + timedelta(days=index), []))
+            unchanged.append(nights.run(start + timedelta(days=index), []))
             show(index + 1, "unchanged", unchanged[-1])
         for index in range(args.slowed):
-            slowed.append(nights.run(first + timedelta(days=args.unchanged + index), SLOWDOWN))
+            slowed.append(nights.run(start + timedelta(days=args.unchanged + index), SLOWDOWN))
             show(args.unchanged + index + 1, "slowed", slowed[-1])
-            if slowed[-1]["status"] == "regression":
-                break
     judged = [r for r in unchanged if r["status"] != "no baseline"]
     red = [r for r in judged if r["status"] == "regression" or r["exit"] != 0]
     suspected = [r for r in judged if r["status"] == "suspected"]
-    confirmed = next((i for i, r in enumerate(slowed, 1) if r["status"] == "regression"), None)
+    before = {name(c) for r in unchanged for c in [*r["suspected"], *r["regression"]]}
     print()
     print(f"rule: {rule.regression_correction} at {rule.regression_p_value:g}, changes over "
           f"{rule.regression_threshold_pct:g} %, confirmed on {rule.regression_confirm_m} of "
@@ -132,14 +135,15 @@ def main() -> None:
           f"{rule.regression_baseline_runs} runs (shipped defaults unless --set)")
     print(f"unchanged nights judged      {len(judged):3d}   red {len(red)}   suspected (shown, not red) "
           f"{len(suspected)}   (target: 0 red)")
-    if confirmed is None:
-        print(f"slowdown (taskset -c 0)      not confirmed in {len(slowed)} night(s)")
-        return
-    last = slowed[confirmed - 1]
-    print(f"slowdown (taskset -c 0)      confirmed on slowed night {confirmed} (target ≤ "
-          f"{rule.regression_confirm_n}; M = {rule.regression_confirm_m}), notifier called: "
-          f"{'yes' if last['notified'] else 'no'}, DAG exit {last['exit']}")
-    print("regressed comparisons        " + ", ".join(f"{name(c)} {c['change_pct']:+.0f}%" for c in last["regression"]))
+    first = None
+    for index, result in enumerate(slowed, 1):
+        fresh = [c for c in result["regression"] if name(c) not in before]
+        first = first or (index if fresh else None)
+        print(f"slowed night {index} (taskset -c 0)  flagged {len(result['suspected']) + len(result['regression'])}, "
+              f"confirmed {len(result['regression'])} ({len(fresh)} never flagged before the slowdown), "
+              f"notifier called: {'yes' if result['notified'] else 'no'}, DAG exit {result['exit']}")
+    print(f"slowdown confirmed (fresh comparisons) on slowed night {first if first else '—'} "
+          f"(target ≤ {rule.regression_confirm_n}; M = {rule.regression_confirm_m})")
 
 
 if __name__ == "__main__":
