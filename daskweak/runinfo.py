@@ -51,12 +51,15 @@ def host() -> str:
 
 
 def hardware(settings: Settings) -> dict[str, Any]:
-    """What the run measures on, as far as it is cheap to know from where the run starts.
+    """What the run measures on, as far as it is cheap to know from where the run starts, so that a night on
+    other hardware never joins the old baseline.
 
     local: this machine (CPU model, logical cores, memory). slurm: the partition's node types as `sinfo`
-    reports them (CPUs, memory, features), when `sinfo` answers. kubernetes: the namespace and image only
-    (node pools need the cluster's API; the backends are left alone), so a change of node pool is not seen.
-    The node count is a function of the settings, already in the fingerprint.
+    reports them (CPUs, memory, features), when `sinfo` answers. kubernetes: the namespace, the image and the
+    types of the nodes the Dask pods can land on (node pool, instance type, architecture, CPUs, memory: one
+    list of Nodes, `backends.kubernetes.nodes`), so a move to another node pool is a new class; when the API
+    refuses (no right to list nodes) or does not answer, `nodes` is None and `nodes_unknown` says why, and the
+    run goes on. The node count is a function of the settings, already in the fingerprint.
     """
     found: dict[str, Any] = {"backend": settings.backend, "machine": platform.machine()}
     if settings.backend == "local":
@@ -65,13 +68,23 @@ def hardware(settings: Settings) -> dict[str, Any]:
     elif settings.backend == "slurm":
         found |= {"partition": settings.partition, "nodes": slurm_node_types(settings.partition)}
     else:
-        found |= {"namespace": settings.kube_namespace, "image": settings.container_image}
+        from daskweak.backends.kubernetes.nodes import node_types  # kr8s and the backend: kubernetes runs only
+
+        types, unknown = node_types()
+        found |= {"namespace": settings.kube_namespace, "image": settings.container_image, "nodes": types}
+        if unknown:
+            found["nodes_unknown"] = unknown
     return found
+
+
+# Said with the record, not hashed: nights whose nodes were unknown for different reasons are one class.
+UNHASHED = ("nodes_unknown",)
 
 
 def hardware_class(found: dict[str, Any]) -> str:
     """A short hash of `hardware`: runs of one class are comparable."""
-    return hashlib.sha256(json.dumps(found, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    hashed = {key: value for key, value in found.items() if key not in UNHASHED}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cpu_model() -> str | None:

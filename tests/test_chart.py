@@ -20,7 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from daskweak.backends.kubernetes.nodes import node_type, pods_can_land
 from daskweak.settings import Settings
+from daskweak.store import ResultStore
 from daskweak.tls import ensure_certificates, mounted_secret, security
 from tests.conftest import kubectl
 
@@ -28,6 +30,7 @@ CHART = Path(__file__).resolve().parents[1] / "charts" / "daskweak"
 AIRFLOW_EXAMPLE = CHART / "examples" / "airflow-values.yaml"
 KUBERNETES = "1.37.0"  # the newest schema set kubernetes-validate ships
 NAMESPACE = "bench"
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 
 
@@ -55,7 +58,7 @@ def by_kind(objects):
 def validate(objects):
     for obj in objects:
         kubernetes_validate.validate(obj, KUBERNETES, strict=True)
-        assert obj["metadata"]["namespace"] == NAMESPACE
+        assert obj["metadata"].get("namespace") == (None if obj["kind"] in CLUSTER_SCOPED else NAMESPACE)
 
 
 def lint_problems(values=None, strict=True):
@@ -99,17 +102,21 @@ def snapshot(directory):
 # --- rendering -------------------------------------------------------------------------------------------
 
 
-def test_defaults_render_account_role_binding_and_configmap():
+def test_defaults_render_account_role_binding_node_reader_and_configmap():
     objects = render()
     validate(objects)
     kinds = by_kind(objects)
-    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
+    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ConfigMap"}
     account = kinds["ServiceAccount"]["metadata"]["name"]
     assert account == "daskweak"
     binding = kinds["RoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": kinds["Role"]["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    node_binding = kinds["ClusterRoleBinding"]
+    assert node_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                       "name": kinds["ClusterRole"]["metadata"]["name"]}
+    assert node_binding["subjects"] == binding["subjects"]
     data = kinds["ConfigMap"]["data"]
     assert data["BACKEND"] == "kubernetes"
     assert data["KUBE_NAMESPACE"] == NAMESPACE
@@ -122,9 +129,15 @@ def test_defaults_render_account_role_binding_and_configmap():
 def test_names_follow_the_release_and_an_existing_service_account():
     kinds = by_kind(render(release="nightly"))
     assert kinds["ConfigMap"]["metadata"]["name"] == "nightly-daskweak"
+    # cluster-wide names: one release name in two namespaces makes two node readers
+    assert kinds["ClusterRole"]["metadata"]["name"] == "nightly-daskweak-bench-read-nodes"
+    other = by_kind(render(release="nightly", namespace="bench-2"))
+    assert other["ClusterRoleBinding"]["metadata"]["name"] == "nightly-daskweak-bench-2-read-nodes"
     kinds = by_kind(render({"serviceAccount": {"create": False, "name": "benchmark"}}))
     assert "ServiceAccount" not in kinds
     assert kinds["RoleBinding"]["subjects"][0]["name"] == "benchmark"
+    assert kinds["ClusterRoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "benchmark",
+                                                        "namespace": NAMESPACE}]
 
 
 # What backend.py does through the API (kr8s), per resource: the runtime Role's exact grants.
@@ -157,6 +170,28 @@ def test_role_grants_what_the_benchmark_does_and_no_more(tls):
         assert not allows(role, "", resource, verb, "daskweak-tls"), (resource, verb)
     for rule in role["rules"]:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+
+
+NODE_READER_VERBS = {"get", "list"}  # nodes.py lists the Nodes once per run (get: the same data, one node)
+
+
+@pytest.mark.parametrize("read_nodes", [True, False], ids=["read-nodes", "no-node-reader"])
+def test_the_node_reader_grants_get_and_list_on_nodes_only(read_nodes):
+    """The run's hardware class holds its node types; Nodes are cluster-scoped, so a ClusterRole reads them. It
+    must grant nothing else: no other verb on nodes, no subresource (nodes/proxy is the kubelet's API), no other
+    resource anywhere in the cluster."""
+    kinds = by_kind(render({"rbac": {"readNodes": read_nodes}}))
+    if not read_nodes:
+        assert not CLUSTER_SCOPED & set(kinds)
+        assert "ClusterRole" not in notes({"rbac": {"readNodes": False}})
+        return
+    reader = kinds["ClusterRole"]
+    assert reader["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": sorted(NODE_READER_VERBS)}]
+    for verb in ALL_VERBS:
+        assert allows(reader, "", "nodes", verb) is (verb in NODE_READER_VERBS), verb
+    for resource in ("nodes/proxy", "nodes/status", "secrets", "pods", "namespaces"):
+        assert not any(allows(reader, "", resource, verb) for verb in ALL_VERBS), resource
+    assert "get and list Nodes only" in notes()
 
 
 def test_role_follows_the_tls_secret_name(tls_values):
@@ -375,7 +410,7 @@ def test_global_values_are_accepted_so_the_chart_works_as_a_subchart(tmp_path):
     objects = render(chart_dir=parent)
     validate(objects)
     kinds = by_kind(objects)
-    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"}
+    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding", "ConfigMap"}
     assert kinds["ConfigMap"]["data"]["MAX_N_CORES"] == "8"
     report = helm.lint(parent, None, strict=True, namespace=NAMESPACE, with_subcharts=True)
     assert [m for m in report["messages"] if m["severity"] >= 2] == [] and report["errors"] == []
@@ -394,6 +429,8 @@ SCHEMA_VIOLATIONS = [
     ("tls:\n  enabled: yes please\n", "/tls/enabled"),
     ("tls:\n  clientSecretName: client-tls\n", "clientSecretName"),  # gone: the TLS Secret is mounted as it is
     ("image:\n  pullPolicy: Sometimes\n", "/image/pullPolicy"),
+    ("rbac:\n  readNodes: maybe\n", "/rbac/readNodes"),
+    ("rbac:\n  readSecrets: true\n", "readSecrets"),
 ]
 
 
@@ -504,6 +541,13 @@ def can_i(namespace, account, verb, resource, where=None):
     return answer == "yes"
 
 
+def node_types_as_the_admin_sees_them():
+    """The node types Dask pods can land on, from the Nodes the admin's kubectl lists."""
+    items = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
+    assert items
+    return sorted({node_type(node) for node in items if pods_can_land(node)})
+
+
 def api_resource(group, resource):
     return f"{resource}.{group}" if group else resource
 
@@ -511,13 +555,24 @@ def api_resource(group, resource):
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_the_runtime_account_may_do_what_a_sweep_does_and_nothing_else(kube_namespace, tls):
     """`helm install` into the real API server, then its RBAC asked about the ServiceAccount: every request
-    backend.py makes is allowed, every other verb on those resources, any Secret write, any other Secret, anything
-    in another namespace or cluster-wide is not; and the token-Secret attack fails (see the Role's comment)."""
+    backend.py and nodes.py make is allowed, every other verb on those resources, any Secret write, any other
+    Secret, anything in another namespace or cluster-wide but reading Nodes is not; and the token-Secret attack
+    fails (see the Role's comment). `helm uninstall` removes the cluster-wide node reader too."""
     namespace = kube_namespace
     values = {"tls": {"enabled": True, "create": False}} if tls else {}  # TLS: an admin makes the Secret, later
     with helm.Config(namespace=namespace) as helm_config:
         release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
-    assert release["status"] == "deployed"
+        try:
+            assert release["status"] == "deployed"
+            runtime_account_may_only_do_what_a_run_does(namespace, release, tls)
+        finally:  # the node reader is cluster-scoped: deleting the namespace would leave it behind
+            helm_config.uninstall("daskweak")
+    reader = by_kind(obj for obj in yaml.safe_load_all(release["manifest"]) if obj)["ClusterRole"]["metadata"]["name"]
+    assert kubectl("get", "clusterrole,clusterrolebinding", "--field-selector", f"metadata.name={reader}",
+                   "-o", "name") == ""
+
+
+def runtime_account_may_only_do_what_a_run_does(namespace, release, tls):
     kinds = by_kind(obj for obj in yaml.safe_load_all(release["manifest"]) if obj)
     account = kinds["ServiceAccount"]["metadata"]["name"]
     decisions = {}
@@ -541,8 +596,13 @@ def test_the_runtime_account_may_do_what_a_sweep_does_and_nothing_else(kube_name
             assert not can_i(namespace, account, verb, api_resource(group, resource), "default"), (verb, resource)
             assert not can_i(namespace, account, verb, api_resource(group, resource), "*"), (verb, resource)
     assert not can_i(namespace, account, "get", "secrets/daskweak-tls", "default")
-    assert not can_i(namespace, account, "list", "nodes", "*")  # cluster-scoped: asked without a namespace
-    assert not can_i(namespace, account, "list", "namespaces", "*")
+    # The node reader (rbac.readNodes, on by default): get and list Nodes, which have no namespace, and nothing
+    # else cluster-wide: no other verb on Nodes, not the kubelet's API (nodes/proxy), no Secret anywhere.
+    for verb in ALL_VERBS:
+        assert can_i(namespace, account, verb, "nodes", "*") is (verb in NODE_READER_VERBS), verb
+    for verb, resource in [("get", "nodes --subresource=proxy"), ("patch", "nodes --subresource=status"),
+                           ("get", "secrets"), ("list", "secrets"), ("list", "namespaces")]:
+        assert not can_i(namespace, account, verb, resource, "*"), (verb, resource)
 
     # The attack a Secret create allowed: a service-account-token Secret for another account, named as the TLS
     # Secret (which the Role may read, and which does not exist yet), filled with that account's token by the
@@ -566,8 +626,19 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube, kub
     values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
                                          "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
                                          "PROBLEM_SIZE_TASKS": 20, "TIMEOUT": 90}}
-    helm_config = helm.Config(namespace=namespace)  # `helm install`, by Helm's own engine, into the real API
-    release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
+    with helm.Config(namespace=namespace) as helm_config:  # `helm install`, by Helm's own engine, into the real API
+        release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
+        try:
+            sweep_as_the_service_account(namespace, release, values, kube, cert_dir, tmp_path)
+        finally:  # the node reader is cluster-scoped: deleting the namespace would leave it behind
+            helm_config.uninstall("daskweak")
+    assert kubectl("get", "serviceaccount,role,rolebinding,configmap", "-n", namespace, "-l",
+                   "app.kubernetes.io/instance=daskweak", "-o", "name") == ""
+    assert kubectl("get", "clusterrole,clusterrolebinding", "--field-selector",
+                   f"metadata.name=daskweak-{namespace}-read-nodes", "-o", "name") == ""
+
+
+def sweep_as_the_service_account(namespace, release, values, kube, cert_dir, tmp_path):
     assert release["status"] == "deployed"
     objects = [obj for obj in yaml.safe_load_all(release["manifest"]) if obj]
     kinds = by_kind(objects)
@@ -605,6 +676,11 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube, kub
     finally:
         mounted.chmod(0o755)
     assert (tmp_path / "results" / "daskweak.sqlite").is_file()
+    # The run's hardware class as this account made it: the node reader let it list the Nodes.
+    store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
+    [hardware] = list(store.runs()["hardware"])
+    store.close()
+    assert hardware["nodes"] == node_types_as_the_admin_sees_them() and "nodes_unknown" not in hardware
 
     # `daskweak k8s-secret` from the CERT_DIR with the CA key, outside the cluster: refused as the ServiceAccount,
     # which may only read the Secret, saying what it takes; an admin's credentials (KUBECONFIG) renew it.
@@ -625,7 +701,3 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube, kub
     assert sorted(patched["data"]) == ["ca.crt", "tls.crt", "tls.key"]
     assert base64.b64decode(patched["data"]["ca.crt"]) == (cert_dir / "ca.crt").read_bytes()
     assert patched["data"]["tls.crt"] != json.loads(stored)["data"]["tls.crt"]  # the admin-side certificate
-    helm_config.uninstall("daskweak")
-    helm_config.close()
-    assert kubectl("get", "serviceaccount,role,rolebinding,configmap", "-n", namespace, "-l",
-                   "app.kubernetes.io/instance=daskweak", "-o", "name") == ""

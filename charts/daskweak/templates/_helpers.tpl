@@ -42,6 +42,14 @@ app.kubernetes.io/part-of: daskweak
 {{- default (include "daskweak.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/*
+Name of the cluster-scoped node reader (ClusterRole and ClusterRoleBinding): cluster-wide names, so the release's
+namespace is part of it and releases of one name in two namespaces do not collide.
+*/}}
+{{- define "daskweak.nodeReaderName" -}}
+{{- printf "%s-%s-read-nodes" (include "daskweak.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
 {{/* The benchmark image, also the Dask scheduler/worker image (CONTAINER_IMAGE). */}}
 {{- define "daskweak.image" -}}
 {{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
