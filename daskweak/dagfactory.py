@@ -142,7 +142,10 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
 
         @task(multiple_outputs=False)
         def plan(_validated: dict[str, Any]) -> list[dict[str, Any]]:
-            return orch.plan(*resolve(), get_current_context()["run_id"])
+            env_file, overrides = resolve()
+            run_id = get_current_context()["run_id"]
+            with kube_credentials(env_file, overrides, run_id):  # the run's record lists the cluster's nodes
+                return orch.plan(env_file, overrides, run_id)
 
         @task(
             multiple_outputs=False,

@@ -178,6 +178,8 @@ def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection
     store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
     runs = store.runs()
     assert sorted(runs["backend"]) == ["kubernetes", "kubernetes"] and set(runs["status"]) == {"ok"}
+    # the plan task, which records the hardware, also reached the cluster through the Connection
+    assert all(record["nodes"] for record in runs["hardware"]), list(runs["hardware"])
     manual = airflow.latest_run_id("dask_weak_scaling")
     assert list(store.steps(manual)["workers_actual"]) == [1, 2]
     store.close()
