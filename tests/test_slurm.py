@@ -29,6 +29,32 @@ def start_slurm(*args: str) -> str:
     return result.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
 
 
+def test_up_starts_daemons_whose_stale_pid_files_name_other_processes(tmp_path):
+    """After a crash the PID files stay and their PIDs get reused: `up` must not take another process (here
+    a `sleep`) for the daemon. A second, private cluster (own state directory and ports) beside the tests'."""
+    if not shutil.which("slurmctld"):
+        start_slurm()  # installs the packages, as the module's cluster would
+    state = tmp_path / "slurm"
+    env = os.environ | {"DASKWEAK_SLURM_STATE": str(state), "DASKWEAK_SLURMCTLD_PORT": "16917",
+                        "DASKWEAK_SLURMD_PORT": "16918"}
+    impostor = subprocess.Popen(["sleep", "600"])
+    try:
+        (state / "run").mkdir(parents=True)
+        for daemon in ("munged", "slurmctld", "slurmd"):
+            (state / "run" / f"{daemon}.pid").write_text(str(impostor.pid))
+        up = subprocess.run([str(ROOT / "slurm" / "dev-cluster" / "up")], env=env, capture_output=True, text=True,
+                            timeout=300)
+        assert up.returncode == 0, up.stderr[-2000:]
+        conf = up.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
+        ping = subprocess.run(["scontrol", "ping"], env=env | {"SLURM_CONF": conf}, capture_output=True, text=True)
+        assert "UP" in ping.stdout, ping.stdout + ping.stderr
+        assert impostor.poll() is None  # the impostor was neither used nor killed
+    finally:
+        subprocess.run([str(ROOT / "slurm" / "dev-cluster" / "down")], env=env, capture_output=True, timeout=120)
+        impostor.kill()
+        impostor.wait()
+
+
 @pytest.fixture(scope="module")
 def slurm():
     # Accounting on (MariaDB + slurmdbd): --account is enforced, as on a production cluster.
