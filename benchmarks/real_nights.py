@@ -3,12 +3,14 @@
     .venv/bin/python benchmarks/real_nights.py [--unchanged 17] [--slowed 3] [--set KEY=VALUE ...]
 
 Runs `airflow dags test dask_weak_scaling_nightly DATE` once per night on consecutive logical dates, in a
-private AIRFLOW_HOME with a SQLite results database, small problem sizes and the shipped REGRESSION_*
-defaults (the first REGRESSION_MIN_BASELINE_RUNS nights only build the baseline). After the unchanged
-nights comes a documented change of the environment: every process of the nightly run is pinned to one
-CPU (`taskset -c 0`, what a CPU quota of one core does), so the two workers of the 2-core step share one
-CPU while the 1-core step keeps its CPU; `--slowed` nights of it. A notifier (REGRESSION_NOTIFIER) appends
-each call to a file. `--keep DIR` keeps the Airflow home and the results database there for a closer look.
+private AIRFLOW_HOME with a SQLite results database, MAX_N_CORES=2, the shipped problem sizes (smaller ones
+put the array operations under the 0.1 s calibration asks for, and their noise turns nights red) and the
+shipped REGRESSION_* defaults (the first REGRESSION_MIN_BASELINE_RUNS nights only build the baseline). After
+the unchanged nights comes a documented change of the environment: every process of the nightly run is
+pinned to one CPU (`taskset -c 0`, what a CPU quota of one core does), so the two workers of the 2-core step
+share one CPU while the 1-core step keeps its CPU; `--slowed` nights of it. A notifier (REGRESSION_NOTIFIER)
+appends each call to a file. `--keep DIR` keeps the Airflow home and the results database there for a closer
+look.
 
 Prints one line per night (DAG result, verdict, suspected and regressed comparisons, notifier calls), then
 the figures: red nights among the unchanged judged ones; per slowed night, the comparisons flagged and
@@ -34,8 +36,7 @@ from daskweak.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG = "dask_weak_scaling_nightly"
-SMALL = {"MAX_N_CORES": "2", "PROBLEM_SIZE_ARRAY": "2500", "PROBLEM_SIZE_DATAFRAMES": "1000000",
-         "PROBLEM_SIZE_TASKS": "200"}
+NIGHTLY = {"MAX_N_CORES": "2"}
 NOTIFIER = """\
 from airflow.sdk.bases.notifier import BaseNotifier
 
@@ -58,7 +59,7 @@ class Nights:
     def __init__(self, base: Path, overrides: dict[str, str]):
         self.base, self.calls = base, base / "notified.txt"
         self.env_file = base / "nightly.env"
-        settings = SMALL | overrides | {
+        settings = NIGHTLY | overrides | {
             "RES_DIR": str(base / "results"), "REGRESSION_NOTIFIER": "daskweak_bench_notifier.CallLog",
             "REGRESSION_NOTIFIER_ARGS": f'{{"path": "{self.calls}"}}'}
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
