@@ -239,13 +239,11 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
+    from daskweak.analysis.regression import accept
     from daskweak.store import ResultStore
 
-    suite, _, operation = (args.operation or "").partition(".")
     with ResultStore(settings.database_url) as store:
-        if args.run_id not in set(store.runs()["run_id"]):
-            raise DaskweakError(f"no run {args.run_id!r} in {store.masked_url}")
-        store.accept(args.run_id, suite or None, operation or None, args.note)
+        accept(store, args.run_id, args.operation, args.note)
     what = args.operation or "every comparison"
     console.print(f"accepted run {args.run_id} for {what}: from the next check on, its baseline starts at this run",
                   highlight=False)

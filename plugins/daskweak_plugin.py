@@ -55,11 +55,14 @@ def run(run_id: str) -> str:
                                                                              param_dag_id=NIGHTLY))])
 def accept(run_id: str, operation: str, user: GetUserDep) -> RedirectResponse:
     """What `daskweak accept RUN_ID --operation SUITE.OP` does, from the run page's button."""
-    suite, _, name = operation.partition(".")
+    from daskweak.analysis.regression import accept as accept_run
+    from daskweak.errors import UnknownRun
+
     with plugin_store() as store:
-        if run_id not in set(store.runs()["run_id"]):
-            raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
-        store.accept(run_id, suite or None, name or None, f"accepted on the Airflow page by {user.get_name()}")
+        try:
+            accept_run(store, run_id, operation, f"accepted on the Airflow page by {user.get_name()}")
+        except UnknownRun:
+            raise HTTPException(status_code=404, detail=f"no run {run_id!r}") from None
     return RedirectResponse(f"../{quote(run_id, safe='')}", status_code=303)
 
 

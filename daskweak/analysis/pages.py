@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import escape
 from urllib.parse import quote
 
+from daskweak.analysis.regression import regressed_operations
 from daskweak.analysis.stats import efficiency
 from daskweak.store import ResultStore
 
@@ -120,12 +121,9 @@ def run_page(store: ResultStore, run_id: str, accept: bool = False) -> str | Non
     return page(f"Run {run_id}", body)
 
 
-
-
 def accept_buttons(run_id: str, verdict: dict) -> str:
     """A form per regressed operation: accepting makes this run's level its new normal (`daskweak accept`)."""
-    names = sorted({f"{c['suite']}.{c['operation']}" for c in verdict.get("comparisons") or []
-                    if c.get("verdict") == "regression"})
+    names = regressed_operations(verdict.get("comparisons") or [])
     return "".join(
         f"<form method='post' action='{quote(run_id, safe='')}/accept?operation={quote(name, safe='')}'>"
         f"<button type='submit' class='accept'>Accept {escape(name)} as the new normal</button></form>"

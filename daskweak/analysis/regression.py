@@ -21,6 +21,7 @@ Everything below `check_run` is pure NumPy over arrays with leading batch axes, 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -371,12 +372,26 @@ def markdown(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str 
 
 def _accept_hint(run_id: str, table: pd.DataFrame) -> str:
     """How to make an intended change the new normal (the nightly stays red until someone does)."""
-    regressed = table[table["verdict"] == "regression"]
-    if regressed.empty:
+    names = regressed_operations(table.to_dict("records"))
+    if not names:
         return ""
-    names = sorted({f"{row.suite}.{row.operation}" for row in regressed.itertuples()})
     calls = "\n".join(f"    daskweak accept {run_id} --operation {name}" for name in names)
     return ("\nIf the change is intended, accept it (the baseline then starts at this run):\n\n" + calls + "\n")
+
+
+def regressed_operations(comparisons: Iterable[Mapping[str, Any]]) -> list[str]:
+    """SUITE.OP of every confirmed regression among `comparisons` (verdict records), sorted: what
+    `daskweak accept --operation` takes."""
+    return sorted({f"{c['suite']}.{c['operation']}" for c in comparisons if c.get("verdict") == "regression"})
+
+
+def accept(store: ResultStore, run_id: str, operation: str | None, note: str | None) -> None:
+    """Make `run_id`'s level the new normal for `operation` (SUITE or SUITE.OP; None: every comparison), as
+    `daskweak accept` and the Airflow page's button do."""
+    if run_id not in set(store.runs()["run_id"]):
+        raise UnknownRun(f"no run {run_id!r} in {store.masked_url}")
+    suite, _, name = (operation or "").partition(".")
+    store.accept(run_id, suite or None, name or None, note)
 
 
 def html(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | None = None,

@@ -28,23 +28,24 @@ def fingerprint_runs(runs: pd.DataFrame, fingerprint: str, nights: int = NIGHTS)
     return same.tail(nights)
 
 
-def medians(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
+def medians(store: ResultStore, runs: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (run, suite, operation, cores): median time, the run's start, and the band of the run's own
     verdict (the 95 % prediction interval of the baseline it was judged against; none for a run without
-    a verdict or a baseline)."""
+    a verdict or a baseline). `verdicts`: `store.verdicts_of` the runs, when the caller has read them."""
     rows = store.measured_durations(list(runs["run_id"]))
     table = rows.groupby(["run_id", *KEYS], as_index=False)["duration"].median().rename(
         columns={"duration": "median"})
     table = table.merge(runs[["run_id", "started_at"]], on="run_id").sort_values([*KEYS, "started_at"])
     table["started_at"] = pd.to_datetime(table["started_at"], utc=True).dt.tz_localize(None)
-    table = table.merge(bands(store, list(runs["run_id"])), on=["run_id", *KEYS], how="left")
+    if verdicts is None:
+        verdicts = store.verdicts_of(list(runs["run_id"]))
+    table = table.merge(bands(verdicts), on=["run_id", *KEYS], how="left")
     return table.reset_index(drop=True)
 
 
-def bands(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
+def bands(verdicts: pd.DataFrame) -> pd.DataFrame:
     """The time comparisons' baseline band of each stored verdict: run_id, KEYS, band_low, band_high."""
     columns = ["run_id", *KEYS, "band_low", "band_high"]
-    verdicts = store.verdicts_of(run_ids)
     found = [(run_id, c.get("suite"), c.get("operation"), c.get("cores_requested"), c.get("baseline_low"),
               c.get("baseline_high"))
              for run_id, comparisons in zip(verdicts["run_id"], verdicts["comparisons"], strict=True)
@@ -54,7 +55,7 @@ def bands(store: ResultStore, run_ids: list[str]) -> pd.DataFrame:
     return table.astype({"cores_requested": "int64"}) if not table.empty else table
 
 
-def marks(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
+def marks(store: ResultStore, runs: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> pd.DataFrame:
     """Regressions, suspects and change points the baseline restarted at from the stored verdicts, accepted
     changes (`daskweak accept`) from the acceptances: suite, operation, cores_requested (None: every one),
     started_at, kind."""
@@ -62,7 +63,8 @@ def marks(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
     when = dict(zip(runs["run_id"], pd.to_datetime(runs["started_at"], utc=True).dt.tz_localize(None),
                     strict=True))
     found = []
-    verdicts = store.verdicts_of(list(runs["run_id"]))
+    if verdicts is None:
+        verdicts = store.verdicts_of(list(runs["run_id"]))
     for run_id, comparisons in zip(verdicts["run_id"], verdicts["comparisons"], strict=True):
         found += [(c.get("suite"), c.get("operation"), c.get("cores_requested"), when[run_id], c["verdict"])
                   for c in comparisons or [] if c.get("verdict") in MARKED]
@@ -79,10 +81,11 @@ def marks(store: ResultStore, runs: pd.DataFrame) -> pd.DataFrame:
 
 def trend_figures(store: ResultStore, runs: pd.DataFrame) -> dict[str, str]:
     """One SVG of small multiples per suite."""
-    table = medians(store, runs)
+    verdicts = store.verdicts_of(list(runs["run_id"]))  # read once: bands and marks both come from them
+    table = medians(store, runs, verdicts)
     if table.empty:
         return {}
-    marked = marks(store, runs)
+    marked = marks(store, runs, verdicts)
     return {suite: plots.svg(plots.trend_figure(table, suite, marked)) for suite in sorted(table["suite"].unique())}
 
 
