@@ -41,7 +41,7 @@ ip_of() { if [ "$1" = login ]; then echo "$SUBNET.1"; else echo "$SUBNET.$((10 +
 # slurmd-node1.pid names a slurmd (one per compute node of the multi-node cluster).
 alive() {
   local pid name comm
-  [ -f "$1" ] && pid="$(cat "$1")" && [ -r "/proc/$pid/stat" ] || return 1
+  [ -f "$1" ] && pid="$(cat "$1" 2>/dev/null)" && [ -r "/proc/$pid/stat" ] || return 1  # the daemon may remove it meanwhile
   name="$(basename "$1" .pid)"
   name="${name%%-*}"
   comm="$(cat "/proc/$pid/comm" 2>/dev/null)"
