@@ -199,3 +199,21 @@ def browser():
 def console_errors(driver) -> list[str]:
     """What the page logged as errors in the browser's console."""
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+@pytest.fixture(scope="session")
+def slurm_multinode():
+    """The multi-node development Slurm with accounting (`slurm/dev-cluster/up --nodes 3 --accounting`): a
+    login node and node1…node3, each its own network/hostname/tmp (tests/slurm_cluster.py). Yields a
+    MultiNodeSlurm: .exports (SLURM_CONF, DASKWEAK_SLURM_SHARED), .shared, .login(cmd…), .on(host, cmd…),
+    .login_command, .jobs(), .scratch(). Left up at the end, like the single-node cluster."""
+    from tests import slurm_cluster
+
+    if os.geteuid() != 0 or not (shutil.which("ip") and shutil.which("nsenter") and shutil.which("unshare")):
+        need("the multi-node Slurm needs root, iproute2 and util-linux (network and mount namespaces)")
+    try:
+        cluster = slurm_cluster.up(3, "--accounting")
+    except slurm_cluster.ClusterDidNotStart as error:
+        need(str(error))
+    yield cluster
+    assert cluster.jobs() == [], "a test left jobs on the multi-node Slurm"

@@ -64,7 +64,9 @@ at() {  # at HOST COMMAND...: run on that host (its network, hostname and mounts
   local pid
   pid="$(holder_pid "$1")" || { echo "dev-cluster: host $1 is not up (slurm/dev-cluster/up --nodes N)" >&2; return 1; }
   shift
-  nsenter -t "$pid" -n -u -m --wd="${AT_WD:-/}" -- "$@"
+  # The directory is looked up on the host, not here: nsenter --wd would open it before entering the mount
+  # namespace, and a command started from the machine's /tmp would see the machine's files.
+  nsenter -t "$pid" -n -u -m -- env --chdir="${AT_WD:-/}" -- "$@"
 }
 
 # Tear the multi-node network down whatever state it is in (after a crash too): every process left in our
