@@ -132,7 +132,9 @@ def validate(
     settings = load_settings(env_file, **overrides)
     from daskweak.backends import get_backend
 
-    get_backend(settings.backend)
+    backend = get_backend(settings.backend)
+    if hasattr(backend, "preflight"):
+        backend.preflight(settings)
     if settings.ignored:
         log.info("ignored on %s (they configure another backend): %s", settings.backend,
                  ", ".join(name.upper() for name in settings.ignored))
@@ -206,12 +208,11 @@ def finish(
             files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
     leftovers = _delete_leftovers(settings, run_id)
     if unwritten is not None:
-        raise ResultsNotWritten("\n".join([unwritten, *(
-            f"  deleted DaskCluster {name}, left behind by a killed step" for name in leftovers)]))
+        raise ResultsNotWritten("\n".join([unwritten, *(f"  {line}" for line in leftovers)]))
     lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
     lines.append(f"run {run_id}: {status}; results in {settings.masked_database_url}")
     lines += [f"  wrote {path}" for path in files]
-    lines += [f"  deleted DaskCluster {name}, left behind by a killed step" for name in leftovers]
+    lines += [f"  {line}" for line in leftovers]
     text = "\n".join(lines)
     if collected["failed"]:
         raise StepsFailed(f"{text}\nsteps that failed: cores={collected['failed']}")
@@ -236,12 +237,17 @@ def release_credentials(run_id: str) -> None:
 
 
 def _delete_leftovers(settings: Settings, run_id: str) -> list[str]:
-    """A step process killed with SIGKILL cannot delete its DaskCluster; the end of the run does."""
+    """A step process killed with SIGKILL cannot delete its DaskCluster or cancel its Slurm jobs; the end of
+    the run does. Returns a line per thing removed."""
+    if settings.backend == "slurm":
+        from daskweak.backends.slurm import cancel_run
+
+        return [f"cancelled Slurm job {job_id}, left behind by a killed step" for job_id in cancel_run(run_id)]
     if settings.backend != "kubernetes":
         return []
     from daskweak.backends.kubernetes.backend import delete_run
 
-    return delete_run(settings, run_id)
+    return [f"deleted DaskCluster {name}, left behind by a killed step" for name in delete_run(settings, run_id)]
 
 
 def report(env_file: str | None, overrides: dict[str, Any], run_id: str) -> str:

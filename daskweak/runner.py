@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import statistics
+import subprocess
 import threading
 import time
 import uuid
@@ -104,11 +105,14 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
               purpose: str | None = None) -> SweepResult:
     """Every step of the plan in order; a failed step is recorded and the sweep goes on, and so does a sweep
     whose database does not answer: its rows wait in the spool (`daskweak.spool`)."""
-    get_backend(settings.backend)  # an unusable backend fails the run before anything is recorded
+    backend = get_backend(settings.backend)  # an unusable backend fails the run before anything is recorded
+    if hasattr(backend, "preflight"):  # and so does a setting only the driver's host can check
+        backend.preflight(settings)
     run_id = run_id or new_run_id()
     result = SweepResult(run_id=run_id, status="running")
     with ResultStore(settings.database_url) as store:
         spool = spool_for(settings.res_dir, store)
+        cancel_leftovers(settings, store)
         earlier = spool.sync()  # what earlier runs could not write
         if earlier.loaded:
             log.warning("loaded spooled results of earlier runs: %s", earlier.loaded)
@@ -133,6 +137,23 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
                 if result.status == "interrupted":  # the caller sees the exception, not the result
                     log.warning("%s", result.unwritten)
     return result
+
+
+def cancel_leftovers(settings: Settings, store: ResultStore) -> None:
+    """On Slurm, cancel the jobs of earlier runs whose driver was killed (see `slurm.jobs.cancel_ended_runs`):
+    nobody else would, and pending ones would stay queued forever. A failure here only costs a warning."""
+    if settings.backend != "slurm":
+        return
+    from daskweak.backends.slurm import cancel_ended_runs
+
+    try:
+        cancelled = cancel_ended_runs(store)
+    except (OSError, subprocess.SubprocessError, DaskweakError) as exc:
+        log.warning("could not look for Slurm jobs left by earlier runs: %s", exc)
+        return
+    for old_run, job_ids in cancelled.items():
+        log.warning("cancelled Slurm job(s) %s left behind by run %s (its driver is gone)", ", ".join(job_ids),
+                    old_run)
 
 
 @contextmanager

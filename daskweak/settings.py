@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     )
     net_interface: str | None = _setting(
         None, "a network interface name (see `ip link show`)",
-        "Dask NIC (checked against this machine on local; ignored on kubernetes).",
+        "Dask NIC (checked against the scheduler's host on local and slurm; ignored on kubernetes).",
     )
     account: str | None = _setting(None, "a Slurm account name", "sbatch --account.")
     partition: str | None = _setting(None, "a Slurm partition name", "sbatch --partition.")
@@ -123,7 +123,8 @@ class Settings(BaseSettings):
         "sbatch --time of each worker job.",
     )
     env_to_source: Path | None = _setting(
-        None, "an existing virtualenv directory or activate script", "Environment the worker jobs activate."
+        None, "an existing virtualenv directory or activate script",
+        "Environment the worker jobs activate; its python (from PATH) runs the workers.",
     )
     timeout: float = _setting(120.0, "a number of seconds > 0", "Wait this long for the workers.", gt=0)
     operation_timeout: float = _setting(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from daskweak.plan import make_plan
@@ -247,8 +251,8 @@ def test_workers_sourcing_another_environment_fail_the_step_naming_the_packages(
     shadow = tmp_path / "other-env" / "toolz-0.0.1.dist-info"
     shadow.mkdir(parents=True)
     (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: toolz\nVersion: 0.0.1\n")
-    activate = tmp_path / "activate"
-    activate.write_text(f"export PYTHONPATH={shadow.parent}\n")
+    activate = tmp_path / "activate"  # the project's environment (its python runs the workers) plus the shadow
+    activate.write_text(f"source {ROOT / '.venv' / 'bin' / 'activate'}\nexport PYTHONPATH={shadow.parent}\n")
     settings = slurm_settings(env_to_source=str(activate), max_n_cores=1, suites="tasks", obs_per_iter=1)
     result = run_sweep(settings)
     [summary] = result.summaries
@@ -256,3 +260,237 @@ def test_workers_sourcing_another_environment_fail_the_step_naming_the_packages(
     assert "different versions of toolz" in summary["error"] and "workers 0.0.1" in summary["error"]
     assert "numpy" not in summary["error"]  # only what differs is named
     assert wait_until(lambda: not jobs(), 60)
+
+
+# --- a run's jobs carry its name; a killed driver's jobs are cancelled by whoever comes next ---
+
+
+def test_job_names_carry_the_run_and_step_and_stay_valid_file_names():
+    from daskweak.backends.slurm import jobs as slurm_jobs
+
+    assert slurm_jobs.job_name("20261130T155200-abcdef", 2) == "daskweak-20261130T155200-abcdef-s2"
+    airflow = slurm_jobs.job_name("manual__2026-11-30T15:52:00.123456+00:00", 1)
+    assert airflow.startswith("daskweak-manual__2026-11-30T15_52_00.123456_00_00-") and airflow.endswith("-s1")
+    assert slurm_jobs.run_part("a b") != slurm_jobs.run_part("a_b")  # a changed id keeps a hash of itself
+    assert len(slurm_jobs.job_name("x" * 200, 10)) <= 72
+    named = {"1": slurm_jobs.job_name("run-s1", 2), "2": slurm_jobs.job_name("run", 1), "3": "daskweak-other-s1",
+             "4": "x"}
+    assert slurm_jobs.of_run(named, "run") == ["2"] and slurm_jobs.of_run(named, "run-s1") == ["1"]
+
+
+def run_jobs(run_id: str) -> dict[str, str]:
+    """job id → state of `run_id`'s jobs in squeue."""
+    from daskweak.backends.slurm.jobs import of_run
+
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%j|%T"], capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.strip()]
+    states = {job_id: state for job_id, _, state in rows}
+    return {job_id: states[job_id] for job_id in of_run({job_id: name for job_id, name, _ in rows}, run_id)}
+
+
+def two_running_one_pending(run_id: str) -> bool:
+    states = sorted(run_jobs(run_id).values())
+    return states == ["PENDING", "RUNNING", "RUNNING"]
+
+
+def held_job(name: str) -> str:
+    """A job of someone else's run (held, so it takes no CPU): clean-ups must leave it alone."""
+    return subprocess.run(["sbatch", "--parsable", "--hold", "-A", "daskweak", "-p", "debug", "-J", name, "-c", "1",
+                           "--mem=100M", "-o", "/dev/null", "--wrap", "sleep 600"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_runs_finish_cancels_the_jobs_of_a_sigkilled_step(slurm_settings, tmp_path):
+    """The node has 2 CPUs: a 3-job step has 2 jobs running and 1 pending when its process is SIGKILLed; the
+    finish task (Airflow's last word on the run) cancels them, and no other run's job."""
+    from daskweak import orchestration
+    from daskweak.backends.slurm import jobs as slurm_jobs
+    from daskweak.isolated import run_step_isolated
+
+    settings = slurm_settings(max_n_cores=3, step_by=3, cores_per_node=1, timeout=3600)
+    overrides = {k: v for k, v in settings.model_dump(mode="json").items() if v is not None and v != []}
+    run_id = "manual__2026-11-30T15:52:00+00:00"  # an Airflow run id: characters a job name cannot keep
+    step = orchestration.plan(None, overrides, run_id)[-1]  # the 3-core step
+    other = held_job(slurm_jobs.job_name("another-run", 1))
+    outcome: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            run_step_isolated({"env_file": None, "overrides": overrides, "step": step, "run_id": run_id})
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: two_running_one_pending(run_id), 120), run_jobs(run_id)
+        [child] = [p for p in psutil.Process().children() if "daskweak.isolated" in p.cmdline()]
+        child.send_signal(signal.SIGKILL)  # this test's own step process, nobody else's
+        thread.join(120)
+        assert "error" in outcome
+        assert len(run_jobs(run_id)) == 3  # nobody cancelled them …
+        with pytest.raises(orchestration.StepsFailed) as failed:
+            orchestration.finish(None, overrides, run_id, {"failed": [3]})
+        assert failed.value.args[0].count("left behind by a killed step") == 3
+        assert wait_until(lambda: not run_jobs(run_id), 30)  # … until the run's finish
+        assert other in slurm_jobs.queued([other])  # another run's job stays
+    finally:
+        subprocess.run(["scancel", other], check=False)
+    assert wait_until(lambda: not jobs(), 30)
+
+
+def test_the_next_run_cancels_the_jobs_of_a_sigkilled_command_line_run(slurm_settings, tmp_path):
+    """`daskweak run` is SIGKILLed mid-step (2 jobs running, 1 pending); the next `daskweak run` cancels
+    them, because the results table knows that run and its driver is gone. A live run's job and a job of a run
+    the table does not know stay."""
+    from daskweak.backends.slurm import jobs as slurm_jobs
+    from daskweak.runner import start_run
+    from daskweak.spool import spool_for
+    from daskweak.store import this_driver
+
+    settings = slurm_settings(max_n_cores=1, suites="tasks", obs_per_iter=1)
+    env_file = tmp_path / "killed.env"
+    env_file.write_text(f"BACKEND=slurm\nACCOUNT=daskweak\nPARTITION=debug\nMAX_N_CORES=3\nSTEP_BY=3\n"
+                        f"CORES_PER_NODE=1\nTIMEOUT=3600\nSUITES=tasks\nRES_DIR={settings.res_dir}\n"
+                        f"OUT_DIR={settings.out_dir}\n")
+    with ResultStore(settings.database_url) as store:  # a run driven right now, by this very process
+        start_run(settings, spool_for(settings.res_dir, store), "live-run", driver=this_driver())
+    live, unknown = held_job(slurm_jobs.job_name("live-run", 1)), held_job(slurm_jobs.job_name("not-in-the-table", 1))
+    driver = subprocess.Popen([sys.executable, "-m", "daskweak", "--env-file", str(env_file), "run"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def killed_run() -> str | None:
+            with ResultStore(settings.database_url) as store:
+                runs = store.runs()
+            ids = [r for r in runs["run_id"] if r != "live-run"] if not runs.empty else []
+            return ids[0] if ids and two_running_one_pending(ids[0]) else None
+
+        assert wait_until(killed_run, 180), jobs()
+        run_id = killed_run()
+        driver.send_signal(signal.SIGKILL)  # the driver this test started
+        driver.wait(30)
+        assert len(run_jobs(run_id)) == 3
+        result = run_sweep(settings)  # the next run
+        assert result.status == "ok"
+        assert wait_until(lambda: not run_jobs(run_id), 30)
+        assert sorted(slurm_jobs.queued([live, unknown]), key=int) == sorted([live, unknown], key=int)
+    finally:
+        driver.kill()
+        subprocess.run(["scancel", live, unknown], check=False)
+    assert wait_until(lambda: not jobs(), 30)
+
+
+# --- held or failed jobs fail the step fast, with Slurm's reason ---
+
+
+@pytest.fixture
+def qos_limit(slurm):
+    """Set a limit on the QOS `normal` (the association's) with sacctmgr; the limit is removed afterwards."""
+    changed: list[str] = []
+
+    def set_limit(name: str, value: int) -> None:
+        subprocess.run(["sacctmgr", "-i", "modify", "qos", "normal", "set", f"{name}={value}"], check=True,
+                       capture_output=True)
+        changed.append(name)
+
+    yield set_limit
+    for name in changed:
+        subprocess.run(["sacctmgr", "-i", "modify", "qos", "normal", "set", f"{name}=-1"], check=True,
+                       capture_output=True)
+
+
+def test_jobs_a_qos_limit_holds_fail_the_step_at_once_naming_the_reason_and_jobs(slurm_settings, qos_limit):
+    """MaxJobsPerUser=1 lets one of the step's two jobs run; the other waits for it forever. TIMEOUT is longer
+    than the test may take: only Slurm's own reason ends the step in time."""
+    qos_limit("MaxJobsPerUser", 1)
+    settings = slurm_settings(max_n_cores=2, step_by=2, cores_per_node=1, timeout=3600)
+    result = run_sweep(settings)
+    [summary] = [s for s in result.summaries if s["cores_requested"] == 2]
+    assert summary["status"] == "failed"
+    assert "QOSMaxJobsPerUserLimit" in summary["error"] and "waiting will not help" in summary["error"]
+    assert re.search(r"job \d+ \(QOSMaxJobsPerUserLimit\)", summary["error"]), summary["error"]
+    assert wait_until(lambda: not jobs(), 30)
+
+
+def test_a_step_that_times_out_names_the_pending_reason(slurm_settings):
+    """Three 1-core jobs on the 2-CPU node: the third waits for Resources, which may free up, so the step
+    waits until TIMEOUT and then says why."""
+    settings = slurm_settings(max_n_cores=3, step_by=3, cores_per_node=1, timeout=20)
+    step = make_plan(settings)[-1]
+    summary = run_step(settings, step, "resources")
+    assert summary["status"] == "failed" and "TIMEOUT=20s" in summary["error"]
+    assert re.search(r"job \d+ PENDING \((Resources|Priority)\)", summary["error"]), summary["error"]
+    assert wait_until(lambda: not jobs(), 30)
+
+
+def test_a_cert_dir_the_compute_node_cannot_read_fails_the_step_at_once(slurm_settings, tmp_path):
+    """On one host every path is visible to the jobs; here the sourced environment re-runs the job script in a
+    private mount namespace with an empty directory over CERT_DIR, as a login node's private /tmp looks from a
+    compute node (the driver and its scheduler still see the certificates)."""
+    certs, empty = tmp_path / "certs", tmp_path / "empty"
+    empty.mkdir()
+    activate = tmp_path / "activate"
+    activate.write_text(
+        f"source {ROOT / '.venv' / 'bin' / 'activate'}\n"
+        'if [ -z "${CERTS_HIDDEN:-}" ]; then\n  export CERTS_HIDDEN=1\n'
+        f"""  exec unshare --mount sh -c 'mount --bind "$1" "$2" && exec bash "$0"' "$0" {empty} {certs}\nfi\n""")
+    settings = slurm_settings(max_n_cores=1, use_ssl=True, cert_dir=str(certs), env_to_source=str(activate),
+                              timeout=3600)
+    [summary] = run_sweep(settings).summaries
+    assert summary["status"] == "failed"
+    assert f"CERT_DIR={certs}" in summary["error"] and "not readable" in summary["error"], summary["error"]
+    assert re.search(r"Slurm job \d+ on \S+ ended before its workers joined", summary["error"]), summary["error"]
+    assert wait_until(lambda: not jobs(), 30)
+
+
+# --- ENV_TO_SOURCE decides the workers' interpreter ---
+
+
+def test_workers_run_the_python_of_the_sourced_environment(slurm_settings, tmp_path):
+    """A second environment (its own python; the project's packages through a .pth file, so versions match)
+    that only the workers use: they report its interpreter, not the driver's."""
+    from daskweak.backends.base import open_cluster
+
+    env = tmp_path / "shared" / "worker-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    [site] = env.glob("lib/python*/site-packages")
+    (site / "project.pth").write_text(str(next((ROOT / ".venv").glob("lib/python*/site-packages"))) + "\n")
+    settings = slurm_settings(max_n_cores=2, step_by=2, cores_per_node=1, env_to_source=str(env))
+    step = make_plan(settings)[-1]
+    with open_cluster(settings, step, "worker-env") as deployment:
+        executables = deployment.client.run(lambda: sys.executable)
+        script = deployment.details["job_script"]
+    assert set(executables.values()) == {str(env / "bin" / "python")}, executables
+    assert f"source {env / 'bin' / 'activate'}" in script and f"{sys.executable} -m" not in script
+    assert wait_until(lambda: not jobs(), 30)
+
+
+def test_without_env_to_source_workers_run_the_drivers_python(slurm_settings):
+    from daskweak.backends.base import open_cluster
+
+    settings = slurm_settings(max_n_cores=1)
+    [step] = make_plan(settings)
+    with open_cluster(settings, step, "driver-python") as deployment:
+        assert set(deployment.client.run(lambda: sys.executable).values()) == {sys.executable}
+        # the allocation read back from Slurm names the host of each job (the step record keeps it)
+        [job] = deployment.details["jobs"]
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True).stdout.split()
+        assert job["node"] in nodes and job["cpus"] == 1
+    assert wait_until(lambda: not jobs(), 30)
+
+
+# --- NET_INTERFACE is checked where the scheduler runs ---
+
+
+def test_a_net_interface_this_host_lacks_is_refused_before_anything_is_submitted(slurm_settings):
+    from daskweak.errors import ConfigError
+
+    settings = slurm_settings(max_n_cores=1, net_interface="no-such-nic0")
+    with pytest.raises(ConfigError) as refused:
+        run_sweep(settings)
+    message = str(refused.value)
+    assert "NET_INTERFACE='no-such-nic0'" in message and "where the scheduler runs" in message
+    assert all(name in message for name in psutil.net_if_addrs())
+    with ResultStore(settings.database_url) as store:
+        assert store.runs().empty  # nothing recorded, nothing submitted
+    assert jobs() == []

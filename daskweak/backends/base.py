@@ -76,6 +76,23 @@ def check_versions(client: Client) -> None:
         )
 
 
+def wait_for_workers(client: Client, backend: ModuleType, cluster: Any, workers: int, settings: Settings,
+                     requested: float) -> None:
+    """Wait until `workers` have joined or TIMEOUT (counted from `requested`) has passed. A backend that can
+    tell a hopeless wait (Slurm: a job held by a QOS limit, a job that ended) has `stalled(cluster)` asked every
+    POLL_INTERVAL, and raises from it; the others just wait."""
+    stalled = getattr(backend, "stalled", None)
+    while True:
+        remaining = settings.timeout - (time.perf_counter() - requested)
+        chunk = remaining if stalled is None else min(remaining, settings.poll_interval)
+        with suppress(TimeoutError):
+            client.wait_for_workers(workers, timeout=max(chunk, 0.001))
+            return
+        if stalled is None or remaining <= chunk:
+            return
+        stalled(cluster)
+
+
 @contextmanager
 def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Iterator[Deployment]:
     """Start the step's cluster, wait for all planned workers, and close it on success, error or SIGTERM."""
@@ -90,9 +107,7 @@ def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Itera
         cluster = backend.start(settings, step, run_id)
         stack.callback(backend.stop, cluster)
         client = stack.enter_context(connect(backend, cluster, settings))
-        remaining = settings.timeout - (time.perf_counter() - requested)
-        with suppress(TimeoutError):
-            client.wait_for_workers(step.workers, timeout=max(remaining, 0.001))
+        wait_for_workers(client, backend, cluster, step.workers, settings, requested)
         ready = time.perf_counter() - requested
         present = len(client.scheduler_info()["workers"])
         if present < step.workers or ready > settings.timeout:
