@@ -111,6 +111,20 @@ def test_up_twice_is_harmless(slurm_multinode):
     assert all_idle(slurm_multinode)
 
 
+def test_up_heals_links_that_fault_tests_cut_or_slowed(slurm_multinode):
+    # node2 loses its network from inside; node3's link is throttled from the host side (this kernel has
+    # no netem: tbf and htb are the qdiscs there are)
+    slurm_multinode.on("node2", "ip", "link", "set", "eth0", "down")
+    subprocess.run(["tc", "qdisc", "add", "dev", veth("node3"), "root", "tbf", "rate", "1mbit", "burst", "32kbit",
+                    "latency", "400ms"], check=True)
+    assert "state DOWN" in slurm_multinode.on("node2", "ip", "-o", "link", "show", "eth0").stdout
+    slurm_cluster.up(3, "--accounting")
+    assert "state UP" in slurm_multinode.on("node2", "ip", "-o", "link", "show", "eth0").stdout
+    qdisc = subprocess.run(["tc", "qdisc", "show", "dev", veth("node3")], capture_output=True, text=True).stdout
+    assert "tbf" not in qdisc, qdisc
+    assert wait_until(lambda: all_idle(slurm_multinode), timeout=60), slurm_multinode.node_states()
+
+
 def test_both_development_clusters_run_side_by_side(slurm_multinode):
     single = subprocess.run([str(DEV_CLUSTER / "up"), "--accounting"], capture_output=True, text=True,
                             timeout=600, cwd=ROOT)
