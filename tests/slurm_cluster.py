@@ -26,8 +26,8 @@ def namespace(host: str) -> str:
 
 
 def veth(host: str) -> str:
-    """The host-side end of a host's link on the bridge (its peer is eth0 in the host): `tc qdisc add dev
-    dwv-node2 root netem delay 20ms loss 1%` slows node2 from outside, `ip link set dwv-node2 down` cuts it."""
+    """The host-side end of a host's link on the bridge (its peer is eth0 in the host): `ip link set dwv-node2
+    down` cuts node2 off, `tc qdisc add dev dwv-node2 root tbf …` throttles it (this kernel has no netem)."""
     return f"dwv-{host}"
 
 
