@@ -412,6 +412,19 @@ def test_jobs_a_qos_limit_holds_fail_the_step_at_once_naming_the_reason_and_jobs
     assert wait_until(lambda: not jobs(), 30)
 
 
+def test_a_job_sbatch_refuses_while_scaling_fails_the_step_at_once(slurm_settings, qos_limit):
+    """MaxSubmitJobsPerUser=1: `--test-only` passes (nothing is queued yet) and the first job is accepted, the
+    second refused by sbatch itself."""
+    qos_limit("MaxSubmitJobsPerUser", 1)
+    settings = slurm_settings(max_n_cores=2, step_by=2, cores_per_node=1, timeout=3600)
+    step = make_plan(settings)[-1]
+    summary = run_step(settings, step, "submit-limit")
+    assert summary["status"] == "failed"
+    assert "refused a worker job while scaling" in summary["error"], summary["error"]
+    assert "QOSMaxSubmitJobPerUserLimit" in summary["error"]
+    assert wait_until(lambda: not jobs(), 30)
+
+
 def test_a_step_that_times_out_names_the_pending_reason(slurm_settings):
     """Three 1-core jobs on the 2-CPU node: the third waits for Resources, which may free up, so the step
     waits until TIMEOUT and then says why."""
@@ -494,3 +507,94 @@ def test_a_net_interface_this_host_lacks_is_refused_before_anything_is_submitted
     with ResultStore(settings.database_url) as store:
         assert store.runs().empty  # nothing recorded, nothing submitted
     assert jobs() == []
+
+
+# --- on the multi-node development cluster (slurm/dev-cluster/up --nodes 3): the driver on the login node ---
+
+
+def login_run(cluster, work: Path, env: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`daskweak run` on the login node with `env` (+ the cluster's account, partition, shared OUT_DIR and
+    RES_DIR in `work`), as a user runs it there."""
+    env_file = work / "bench.env"
+    env_file.write_text(f"BACKEND=slurm\nACCOUNT=daskweak\nPARTITION=debug\nSUITES=tasks\nPROBLEM_SIZE_TASKS=20\n"
+                        f"OBS_PER_ITER=1\nOUT_DIR={work / 'out'}\nRES_DIR={work / 'results'}\n{env}")
+    return cluster.login(str(ROOT / ".venv" / "bin" / "python"), "-m", "daskweak", "--env-file", str(env_file),
+                         "run", cwd=work, check=False, timeout=timeout)
+
+
+def test_three_jobs_land_on_three_hosts_over_eth0_and_the_step_records_them(slurm_multinode):
+    """Whole nodes (SLURM_EXCLUSIVE: each node declares 2 CPUs) for 1-core jobs: 3 jobs, 3 hosts, read back
+    from Slurm and stored with the step; scheduler and workers on eth0; every job's log on the shared OUT_DIR."""
+    cluster = slurm_multinode
+    work = cluster.scratch("hosts")
+    done = login_run(cluster, work, "MAX_N_CORES=3\nSTEP_BY=3\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\n"
+                                    "NET_INTERFACE=eth0\n")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with ResultStore(f"sqlite:///{work / 'results' / 'daskweak.sqlite'}") as store:
+        [run_id] = store.runs()["run_id"]
+        last = store.steps(run_id).iloc[-1]
+    assert last["cores_actual"] == 3
+    assert sorted(job["node"] for job in last["details"]["jobs"]) == ["node1", "node2", "node3"]
+    assert last["details"]["scheduler"].startswith("tcp://10.77.0.1:")  # the login node's eth0
+    logs = {path.name for path in (work / "out").glob("*.err")}
+    assert {f"{slurm_jobs_name(run_id, 1)}-{job['job_id']}.err" for job in last["details"]["jobs"]} <= logs
+    assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+def slurm_jobs_name(run_id: str, step: int) -> str:
+    from daskweak.backends.slurm.jobs import job_name
+
+    return job_name(run_id, step)
+
+
+def test_a_cert_dir_in_the_login_nodes_tmp_fails_at_once_naming_the_node(slurm_multinode):
+    cluster = slurm_multinode
+    work = cluster.scratch("certs")
+    certs = f"/tmp/daskweak-certs-{work.name}"  # the login node's private /tmp
+    done = login_run(cluster, work, f"MAX_N_CORES=1\nUSE_SSL=True\nCERT_DIR={certs}\nTIMEOUT=3600\n"
+                                    "NET_INTERFACE=eth0\n")
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, output[-3000:]
+    assert f"CERT_DIR={certs}" in output and "not readable" in output, output[-3000:]
+    assert re.search(r"\(on node\d\)", output), output[-3000:]
+    cluster.login("rm", "-rf", certs)
+    assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+def test_workers_run_the_shared_environments_python_on_the_compute_nodes(slurm_multinode):
+    """A worker environment that exists on the shared file system only; the workers on the compute nodes
+    report its interpreter."""
+    cluster = slurm_multinode
+    work = cluster.scratch("env")
+    env = work / "worker-env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    [site] = env.glob("lib/python*/site-packages")
+    (site / "project.pth").write_text(str(next((ROOT / ".venv").glob("lib/python*/site-packages"))) + "\n")
+    script = work / "executables.py"
+    script.write_text(
+        "import json, sys\n"
+        "from daskweak.backends.base import open_cluster\nfrom daskweak.plan import make_plan\n"
+        "from daskweak.settings import load_settings\n"
+        f"settings = load_settings(backend='slurm', account='daskweak', partition='debug', max_n_cores=2, "
+        f"step_by=2, cores_per_node=1, slurm_exclusive=True, net_interface='eth0', env_to_source='{env}', "
+        f"out_dir='{work / 'out'}', res_dir='{work / 'results'}')\n"
+        "with open_cluster(settings, make_plan(settings)[-1], 'env') as deployment:\n"
+        "    found = deployment.client.run(lambda: (__import__('socket').gethostname(), sys.executable))\n"
+        "print(json.dumps(sorted(found.values())))\n")
+    done = cluster.login(str(ROOT / ".venv" / "bin" / "python"), str(script), cwd=work, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    import json
+
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {python for _, python in found} == {str(env / "bin" / "python")}
+    assert len({host for host, _ in found}) == 2 and all(host.startswith("node") for host, _ in found)
+    assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+def test_a_net_interface_the_login_node_lacks_is_refused_listing_its_interfaces(slurm_multinode):
+    work = slurm_multinode.scratch("nic")
+    done = login_run(slurm_multinode, work, "MAX_N_CORES=1\nNET_INTERFACE=ib0\n")
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, output[-2000:]
+    assert "NET_INTERFACE='ib0'" in output and "eth0, lo" in output, output[-2000:]
+    assert slurm_multinode.jobs() == []

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from dask_jobqueue import SLURMCluster
+from dask_jobqueue.slurm import SLURMJob
+from distributed.core import Status
 
 from daskweak.backends.polling import poll_until
 from daskweak.backends.slurm import jobs, watch
@@ -33,9 +35,33 @@ DEFAULT_GB_PER_CORE = 2
 CHECK_FAILED = 78
 
 
-class PolledSLURMCluster(SLURMCluster):
-    """A SLURMCluster that knows POLL_INTERVAL (`stop` and `stalled` receive only the cluster)."""
+class RecordedSLURMJob(SLURMJob):
+    """A worker job that remembers why sbatch refused it. `--test-only` passes one job, but a limit counted
+    over jobs (a QOS's MaxSubmitJobsPerUser) refuses a later one while the cluster scales, and dask-jobqueue
+    only logs that; `stalled` reports it."""
 
+    refusal: str | None = None
+
+    async def start(self) -> None:
+        try:
+            await super().start()
+        except RuntimeError as exc:  # jobqueue's failed command: "… stderr:\n<sbatch's message>"
+            self.refusal = " ".join(str(exc).partition("stderr:")[2].split()) or str(exc)
+            self.status = Status.failed
+            raise
+
+    async def close(self) -> None:
+        """jobqueue's close cancels the job but leaves the status as it was; SpecCluster's close asserts that
+        every job it created is closed, which fails once a refusal's traceback keeps a job alive."""
+        await super().close()
+        self.status = Status.closed
+
+
+class PolledSLURMCluster(SLURMCluster):
+    """A SLURMCluster that knows POLL_INTERVAL (`stop` and `stalled` receive only the cluster) and records
+    sbatch's refusals."""
+
+    job_cls = RecordedSLURMJob
     poll_interval: float = 1.0
 
 
@@ -159,7 +185,10 @@ def start(settings: Settings, step: Step, run_id: str) -> SLURMCluster:
 
 def stalled(cluster: PolledSLURMCluster) -> None:
     """Called every POLL_INTERVAL while the step waits for its workers: raises when Slurm holds a job for
-    good or a job ended before its workers joined (see `watch`)."""
+    good or a job ended before its workers joined (see `watch`), or sbatch refused a job while scaling."""
+    refused = [f"{name}: {job.refusal}" for name, job in cluster.workers.items() if getattr(job, "refusal", None)]
+    if refused:
+        raise SubmissionRefused(f"Slurm refused a worker job while scaling ({'; '.join(refused)})")
     watch.check(_job_ids(cluster), cluster._dummy_job.log_directory, cluster.job_name)
 
 
