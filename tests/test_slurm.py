@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -216,6 +217,35 @@ def test_a_killed_airflow_task_leaves_no_slurm_job(slurm_airflow, tmp_path):
     assert jobs() == []
 
 
+def test_the_dags_finish_cancels_the_jobs_of_a_sigkilled_step(slurm_airflow):
+    """SIGKILL leaves the step no time to cancel its jobs (2 running, 1 pending that would wait forever); the
+    DAG's finish task cancels them by the run's name."""
+    killed: dict[str, int] = {}
+
+    def kill_when_queued() -> None:
+        def queued() -> bool:
+            states = sorted(line.split()[2] for line in jobs() if line.split()[1].startswith("daskweak-"))
+            return states == ["PENDING", "RUNNING", "RUNNING"]
+
+        if wait_until(queued, 300):
+            for proc in psutil.process_iter(["cmdline"]):
+                if "daskweak.isolated" in (proc.info["cmdline"] or []) and "--cores=3" in proc.info["cmdline"]:
+                    proc.send_signal(signal.SIGKILL)
+                    killed["pid"] = proc.pid
+
+    killer = threading.Thread(target=kill_when_queued, daemon=True)
+    killer.start()
+    result = slurm_airflow.run("dags", "test", "dask_weak_scaling", "-c",
+                               '{"backend": "slurm", "max_cores": 3, "step_by": 3, "cores_per_node": 1}',
+                               env={"STEP_RETRIES": "0", "TIMEOUT": "3600"})
+    killer.join()
+    assert killed and result.returncode != 0
+    run_id = slurm_airflow.latest_run_id("dask_weak_scaling")
+    assert {t[1]: t[2] for t in slurm_airflow.task_instances(run_id, "run_step")}["cores=3"] == "failed"
+    assert [t[2] for t in slurm_airflow.task_instances(run_id, "finish")] == ["failed"]  # a step failed
+    assert wait_until(lambda: not run_jobs(run_id), 30)  # the pending job too: nobody else would cancel it
+
+
 def test_the_dag_runs_end_to_end_on_slurm(slurm_airflow, tmp_path):
     airflow = slurm_airflow
     airflow.run("dags", "test", "dask_weak_scaling", "-c", '{"backend": "slurm", "max_cores": 2}', check=True)
@@ -276,6 +306,17 @@ def test_job_names_carry_the_run_and_step_and_stay_valid_file_names():
     named = {"1": slurm_jobs.job_name("run-s1", 2), "2": slurm_jobs.job_name("run", 1), "3": "daskweak-other-s1",
              "4": "x"}
     assert slurm_jobs.of_run(named, "run") == ["2"] and slurm_jobs.of_run(named, "run-s1") == ["1"]
+
+
+@pytest.mark.parametrize(("reason", "hopeless"), [
+    ("QOSMaxJobsPerUserLimit", True), ("AssocMaxJobsLimit", True), ("PartitionNodeLimit", True),
+    ("ReqNodeNotAvail, UnavailableNodes:node2", True), ("JobHeldUser", True),
+    ("Resources", False), ("Priority", False), ("None", False), ("BeginTime", False),
+])
+def test_only_reasons_that_need_someone_to_act_fail_a_step_before_timeout(reason, hopeless):
+    from daskweak.backends.slurm import watch
+
+    assert watch.hopeless(reason) is hopeless
 
 
 def run_jobs(run_id: str) -> dict[str, str]:
@@ -598,3 +639,52 @@ def test_a_net_interface_the_login_node_lacks_is_refused_listing_its_interfaces(
     assert done.returncode == 2, output[-2000:]
     assert "NET_INTERFACE='ib0'" in output and "eth0, lo" in output, output[-2000:]
     assert slurm_multinode.jobs() == []
+
+
+def test_on_the_login_node_the_next_run_cancels_the_jobs_of_a_sigkilled_run(slurm_multinode):
+    """4 whole-node jobs on 3 nodes: 3 run, 1 waits; the driver on the login node is SIGKILLed, and the next
+    `daskweak run` there (same results table) cancels them."""
+    from daskweak.backends.slurm.jobs import of_run
+
+    cluster = slurm_multinode
+    work = cluster.scratch("killed")
+    env_file = work / "killed.env"
+    env_file.write_text(f"BACKEND=slurm\nACCOUNT=daskweak\nPARTITION=debug\nSUITES=tasks\nMAX_N_CORES=4\n"
+                        f"STEP_BY=4\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\nTIMEOUT=3600\nNET_INTERFACE=eth0\n"
+                        f"OUT_DIR={work / 'out'}\nRES_DIR={work / 'results'}\n")
+    driver = subprocess.Popen([*cluster.login_command, str(ROOT / ".venv" / "bin" / "python"), "-m", "daskweak",
+                               "--env-file", str(env_file), "run"], cwd=work, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+
+    def states(run_id: str) -> list[str]:
+        rows = [line.split() for line in cluster.jobs()]
+        mine = of_run({job_id: name for job_id, name, _ in rows}, run_id)
+        return sorted(state for job_id, _, state in rows if job_id in mine)
+
+    def killed_run() -> str | None:
+        database = work / "results" / "daskweak.sqlite"
+        if not database.exists():
+            return None
+        with ResultStore(f"sqlite:///{database}") as store:
+            runs = list(store.runs()["run_id"])
+        return runs[0] if runs and states(runs[0]) == ["PENDING", "RUNNING", "RUNNING", "RUNNING"] else None
+
+    try:
+        assert wait_until(killed_run, 240, 1.0), cluster.jobs()
+        run_id = killed_run()
+        # the python of the driver this test started (found by its own settings file), on the login node
+        python_path = str(ROOT / ".venv" / "bin" / "python")
+        [python] = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == python_path
+                    and str(env_file) in p.info["cmdline"]]
+        python.send_signal(signal.SIGKILL)
+        driver.wait(30)
+        assert len(states(run_id)) == 4  # nobody cancelled them …
+        done = login_run(cluster, work, "MAX_N_CORES=1\nNET_INTERFACE=eth0\n")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert wait_until(lambda: not states(run_id), 30)  # … until the next run
+    finally:  # the driver this test started, below its wrapper, if the test failed before killing it
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for proc in psutil.Process(driver.pid).children(recursive=True):
+                proc.kill()
+        driver.kill()
+    assert wait_until(lambda: not cluster.jobs(), 60)

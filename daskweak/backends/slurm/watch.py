@@ -24,12 +24,13 @@ from daskweak.errors import DaskweakError
 # partition, a node or the job. A QOS or association limit counts even when other jobs of the user hold the
 # slots: the step would wait for them without saying so.
 HOPELESS_PREFIXES = ("QOS", "Assoc")
-HOPELESS = frozenset({
+# squeue prints some with details ("ReqNodeNotAvail, UnavailableNodes:node2"), so these are prefixes too.
+HOPELESS = (
     "PartitionNodeLimit", "PartitionTimeLimit", "PartitionDown", "PartitionInactive", "PartitionConfig",
-    "ReqNodeNotAvail", "NodeDown", "BadConstraints", "InvalidAccount", "InvalidQOS", "AccountNotAllowed",
-    "QOSNotAllowed", "JobHeldAdmin", "JobHeldUser", "DependencyNeverSatisfied", "FrontEndDown",
-    "MaxRequeue", "launch_failed_requeued_held",
-})
+    "ReqNodeNotAvail", "NodeDown", "Nodes required for job are DOWN", "BadConstraints", "InvalidAccount",
+    "InvalidQOS", "AccountNotAllowed", "QOSNotAllowed", "JobHeldAdmin", "JobHeldUser",
+    "DependencyNeverSatisfied", "FrontEndDown", "MaxRequeue", "launch_failed_requeued_held",
+)
 ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUED"})
 # The job script's own checks start their message with this, so it stands out of the error log.
 MARK = "daskweak:"
@@ -52,14 +53,20 @@ class JobState:
     node: str
 
 
-def states(job_ids: list[str]) -> list[JobState]:
-    """squeue's state, reason and node of each job, finished ones included while Slurm keeps them."""
+def states(job_ids: list[str]) -> list[JobState] | None:
+    """squeue's state, reason and node of each job, finished ones included while Slurm keeps them (a job it
+    no longer knows is GONE); None when squeue did not answer (a busy controller says nothing about jobs)."""
     if not job_ids:
         return []
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%N"],
-                         capture_output=True, text=True, timeout=60).stdout
+    try:
+        done = subprocess.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%N"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0 and "Invalid job id" not in done.stderr:  # all purged: squeue exits 1 saying so
+        return None
     known = {}
-    for line in out.splitlines():
+    for line in done.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 4:
             known[parts[0]] = JobState(*parts)
@@ -67,12 +74,14 @@ def states(job_ids: list[str]) -> list[JobState]:
 
 
 def hopeless(reason: str) -> bool:
-    return reason in HOPELESS or reason.startswith(HOPELESS_PREFIXES)
+    return reason.startswith(HOPELESS + HOPELESS_PREFIXES)
 
 
 def check(job_ids: list[str], log_directory: str | None, job_name: str) -> None:
     """Raise JobsHeld or JobEnded when waiting longer for these jobs cannot help."""
     found = states(job_ids)
+    if found is None:
+        return  # ask again at the next poll
     held = [job for job in found if job.state == "PENDING" and hopeless(job.reason)]
     if held:
         listing = ", ".join(f"job {job.job_id} ({job.reason})" for job in held)
@@ -91,10 +100,13 @@ def check(job_ids: list[str], log_directory: str | None, job_name: str) -> None:
 def summary(job_ids: list[str]) -> str:
     """One line of where each job is, for the TIMEOUT message: "job 12 PENDING (Resources), job 13 RUNNING on
     node1"."""
+    found = states(job_ids)
+    if found is None:
+        return "squeue did not answer"
     return ", ".join(
         f"job {job.job_id} {job.state}" + (f" ({job.reason})" if job.state == "PENDING" else "")
         + (f" on {job.node}" if job.node and job.state != "PENDING" else "")
-        for job in states(job_ids)
+        for job in found
     )
 
 
