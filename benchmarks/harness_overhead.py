@@ -21,17 +21,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 
-from daskweak.analysis.stats import aggregate
-from daskweak.plan import Step
-from daskweak.runner import QuietProgress, run_sweep
-from daskweak.settings import Settings, load_settings
-from daskweak.store import ResultStore
-from daskweak.workloads.arrays import smooth
+if TYPE_CHECKING:
+    from daskweak.plan import Step
+    from daskweak.settings import Settings
+
+# daskweak's modules are imported inside the functions: Dask's worker processes start by importing this
+# script again (multiprocessing's spawn), and the analysis stack at the top would add seconds to every
+# worker's start, which the CLI (whose entry point imports lazily) does not pay.
 
 TARGETS = {"overhead": 0.15, "wall_s": 180.0, "peak_gib": 4.0, "fidelity": 1.5, "fastest_s": 0.1}
 
@@ -62,9 +63,17 @@ class TreeMemory:
         self._thread.join()
 
 
-class DriverMemory(QuietProgress):
+class DriverMemory:
+    """A runner progress that records the driver's memory after each step."""
+
     def __init__(self) -> None:
         self.after_step: list[int] = []
+
+    def step_started(self, step: Step, observations: int) -> None:
+        pass
+
+    def observation_done(self, step: Step, suite: str, observation: int) -> None:
+        pass
 
     def step_finished(self, step: Step, summary: dict[str, Any]) -> None:
         self.after_step.append(psutil.Process().memory_info().rss)
@@ -72,6 +81,8 @@ class DriverMemory(QuietProgress):
 
 def numpy_equivalents(side: int) -> dict[str, Callable[[np.ndarray], object]]:
     """The array suite's operations in plain NumPy on one side×side array (one core, no Dask)."""
+    from daskweak.workloads.arrays import smooth
+
     rows = np.sort(np.random.default_rng(0).choice(side, size=3 * side // 4, replace=False))
     return {
         "blockwise": lambda x: np.cumsum(x, axis=1),
@@ -101,6 +112,9 @@ def numpy_times(side: int, repeats: int = 3) -> dict[str, float]:
 
 def driver_growth(res_dir: str) -> list[int]:
     """The driver's RSS after each of six small steps: what it keeps between steps, apart from the data."""
+    from daskweak.runner import run_sweep
+    from daskweak.settings import load_settings
+
     settings = load_settings(res_dir=res_dir, max_n_cores=6, problem_size_array=1000,
                              problem_size_dataframes=100_000, problem_size_tasks=20, obs_per_iter=2)
     driver = DriverMemory()
@@ -132,6 +146,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
+    from daskweak.settings import load_settings
+
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(**({"res_dir": tmp} | overrides))
         report(settings)
@@ -141,6 +157,10 @@ def main() -> None:
 
 
 def report(settings: Settings) -> None:
+    from daskweak.analysis.stats import aggregate
+    from daskweak.runner import run_sweep
+    from daskweak.store import ResultStore
+
     driver = DriverMemory()
     start = time.perf_counter()
     with TreeMemory() as tree:

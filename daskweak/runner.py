@@ -25,6 +25,7 @@ from daskweak import runinfo
 from daskweak.backends import get_backend
 from daskweak.backends.base import Deployment, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
+from daskweak.memory_warmup import footprint, warm_memory
 from daskweak.plan import Step, make_plan, warmup_step
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted
@@ -210,13 +211,16 @@ def run_step(
             if deployment.cores != step.cores:
                 log.warning("step %d: planned %d cores, cluster has %d", step.index, step.cores, deployment.cores)
             for suite in settings.suites:
-                for observation in range(settings.warmup + settings.obs_per_iter):
+                last = settings.warmup + settings.obs_per_iter - 1
+                for observation in range(last + 1):
                     # a warm-up warms the same code paths and graph shapes on a fraction of the data
                     sized = warmup_step(step) if observation < settings.warmup else step
                     measured = observe(deployment, settings, sized, suite, observation, run_id)
                     rows += measured
                     require_workers(deployment, measured)
                     release(deployment.client, restart=settings.restart_between_obs)
+                    if settings.warmup and settings.warmup - 1 <= observation < last:
+                        warm_memory(deployment.client, footprint(step, suite))
                     spool.checkpoint(record | {"finished_at": now()}, rows)
                     progress.observation_done(step, suite, observation)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+import resource
 
+import psutil
 import pytest
+from distributed import Client, LocalCluster
 
+from daskweak.memory_warmup import footprint, warm_memory
 from daskweak.plan import WARMUP_WORK, make_plan, warmup_step
 from daskweak.runner import run_sweep
 from daskweak.settings import load_settings
@@ -44,3 +48,31 @@ def test_warmups_run_every_operation_on_the_reduced_problem(small):
     sizes = measured.groupby(["cores_requested", "suite"])["problem_size"].first()
     for (cores, suite), size in warm.groupby(["cores_requested", "suite"])["problem_size"].first().items():
         assert size < sizes[cores, suite]
+
+
+def test_the_memory_warmed_before_a_measured_array_observation_is_its_share_of_input_and_result():
+    [one, two] = make_plan(load_settings(max_n_cores=2, mem_per_node="64GB"))
+    assert footprint(one, "arrays") == 2 * one.array_bytes // one.workers
+    assert footprint(two, "arrays") == 2 * two.array_bytes // two.workers
+    assert footprint(two, "dataframes") == footprint(two, "tasks") == 0  # not where the warm-up left a bias
+    [tight] = make_plan(load_settings(max_n_cores=1, mem_per_node="200MB"))
+    assert footprint(tight, "arrays") == tight.memory_per_node // 2  # never enough to make a worker spill
+
+
+def test_warming_memory_makes_every_page_of_it_resident_on_every_worker():
+    nbytes = 256 * 2**20  # far above a fresh worker's own memory, so its peak can only come from the warm-up
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
+        before = client.run(resident_bytes)
+        warm_memory(client, nbytes)
+        peaks = client.run(peak_resident_bytes)
+    assert set(peaks) == set(before) and len(peaks) == 2
+    for worker, peak in peaks.items():
+        assert peak - before[worker] >= 0.95 * nbytes  # written, not only reserved: untouched pages are not resident
+
+
+def resident_bytes() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def peak_resident_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
