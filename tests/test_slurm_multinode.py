@@ -1,8 +1,10 @@
 """daskweak on the multi-node development Slurm (slurm/dev-cluster/up --nodes 3): the driver on the login node,
-workers on node1…node3 over eth0; both DAGs, and a slow node (issue 12)."""
+workers on node1…node3 over eth0; TLS across hosts, both DAGs, and a slow node (issue 12)."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import subprocess
 from pathlib import Path
 
@@ -31,6 +33,60 @@ def steps_of(work: Path):
     with ResultStore(f"sqlite:///{work / 'results' / 'daskweak.sqlite'}") as store:
         [run_id] = store.runs()["run_id"]
         return run_id, store.steps(run_id), store.observations(run_id)
+
+
+# --- TLS across hosts ---
+
+
+def test_tls_across_hosts_certificates_name_the_address_workers_dial_and_plaintext_is_refused(slurm_multinode):
+    """USE_SSL with CERT_DIR on the shared directory: 3 one-core jobs on 3 hosts measure over TLS; the
+    scheduler's certificate holds the login node's eth0 address the step recorded (what the workers dial);
+    a plaintext client is refused by a live scheduler of the same settings."""
+    from cryptography import x509
+
+    cluster = slurm_multinode
+    work = cluster.scratch("tls")
+    certs = work / "certs"
+    settings = ("MAX_N_CORES=3\nSTEP_BY=3\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\nUSE_SSL=True\n"
+                f"CERT_DIR={certs}\nTIMEOUT=300\n")
+    env_file = write_env(work, settings)
+    done = cluster.login(PYTHON, "-m", "daskweak", "--env-file", str(env_file), "run", cwd=work, check=False,
+                         timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _, steps, _ = steps_of(work)
+    last = steps.iloc[-1]
+    assert last["status"] == "ok" and last["cores_actual"] == 3
+    assert sorted(job["node"] for job in last["details"]["jobs"]) == ["node1", "node2", "node3"]
+    scheduler = last["details"]["scheduler"]
+    assert scheduler.startswith(f"tls://{LOGIN_ETH0}:"), scheduler
+    host = scheduler.removeprefix("tls://").rsplit(":", 1)[0]
+    for role in ("scheduler", "worker"):
+        cert = x509.load_pem_x509_certificate((certs / f"{role}.crt").read_bytes())
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert ipaddress.ip_address(host) in sans.get_values_for_type(x509.IPAddress), (role, sans)
+
+    # a live scheduler with the same settings: the certified client works, a plaintext one is refused
+    script = work / "plaintext.py"
+    script.write_text(
+        "import json\nfrom distributed import Client\n"
+        "from daskweak.backends.base import open_cluster\nfrom daskweak.plan import make_plan\n"
+        "from daskweak.settings import load_settings\n"
+        f"settings = load_settings('{env_file}', max_n_cores=1, step_by=1)\n"
+        "with open_cluster(settings, make_plan(settings)[-1], 'tls') as deployment:\n"
+        "    address = deployment.client.scheduler.address\n"
+        "    total = deployment.client.submit(sum, [1, 2]).result()\n"
+        "    try:\n"
+        "        Client(address.replace('tls://', 'tcp://'), timeout=3).close()\n"
+        "        refused = None\n"
+        "    except (OSError, TimeoutError) as exc:\n"
+        "        refused = type(exc).__name__\n"
+        "print(json.dumps({'address': address, 'total': total, 'refused': refused}))\n")
+    done = cluster.login(PYTHON, str(script), cwd=work, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["address"].startswith(f"tls://{LOGIN_ETH0}:") and found["total"] == 3, found
+    assert found["refused"], found
+    assert wait_until(lambda: not cluster.jobs(), 30)
 
 
 # --- both DAGs on the login node ---

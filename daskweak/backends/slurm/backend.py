@@ -22,13 +22,14 @@ from typing import Any
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob
 from distributed.core import Status
+from distributed.security import Security
 
 from daskweak.backends.polling import poll_until
 from daskweak.backends.slurm import jobs, watch
 from daskweak.errors import ConfigError, DaskweakError, Problem
 from daskweak.plan import Step
 from daskweak.settings import Settings
-from daskweak.tls import security
+from daskweak.tls import ensure_certificates, security
 
 DEFAULT_GB_PER_CORE = 2
 # A job script's own check failed (a path the compute node cannot see): distinct from Python's exit codes.
@@ -104,7 +105,7 @@ def cluster_options(settings: Settings, cores: int, run_id: str = "adhoc", step:
     processes = cores if settings.worker_mode == "processes" else 1
     extra = ["--exclusive"] if settings.slurm_exclusive else []
     extra += [f"--comment={jobs.comment(run_id, step)}", *settings.sbatch_extra]
-    tls = security(settings.cert_dir) if settings.use_ssl and settings.cert_dir else None
+    tls = _security(settings) if settings.use_ssl and settings.cert_dir else None
     tls_files = [str(v) for k, v in tls.get_tls_config_for_role("worker").items() if k != "ciphers" and v] if tls \
         else []
     options: dict[str, Any] = {
@@ -208,7 +209,21 @@ def stop(cluster: PolledSLURMCluster, wait: float = 60.0) -> None:
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    return {"security": security(settings.cert_dir)} if settings.use_ssl and settings.cert_dir else {}
+    return {"security": _security(settings)} if settings.use_ssl and settings.cert_dir else {}
+
+
+def _security(settings: Settings) -> Security:
+    """TLS for the step, with certificates issued for the addresses workers on other hosts dial: the
+    scheduler's NET_INTERFACE (unset: every interface of this host), besides its name and loopback."""
+    import psutil
+
+    interfaces = psutil.net_if_addrs()
+    chosen = [settings.net_interface] if settings.net_interface in interfaces else list(interfaces)
+    addresses = [a.address.split("%")[0] for name in chosen for a in interfaces[name]
+                 if a.family in (socket.AF_INET, socket.AF_INET6)]
+    ensure_certificates(Path(settings.cert_dir), hosts=["localhost", "127.0.0.1", socket.gethostname(),
+                                                        socket.getfqdn(), *dict.fromkeys(addresses)])
+    return security(settings.cert_dir)
 
 
 def allocations(job_ids: list[str]) -> list[dict[str, Any]]:
