@@ -318,9 +318,14 @@ def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
 def require_workers(deployment: Deployment, observation: list[dict[str, Any]]) -> None:
     """A cluster that lost workers (a job cancelled, a pod evicted) no longer measures the plan: the
     observation it happened in is marked failed (its timings mix two layouts) and the step stops."""
-    present = len(deployment.client.scheduler_info()["workers"])
+    workers = deployment.client.scheduler_info()["workers"].values()
+    present = len(workers)
     if present < deployment.workers:
-        message = f"the cluster lost workers: {present} of {deployment.workers} left"
+        names = {str(worker.get("name")) for worker in workers}
+        gone = [job for job in deployment.details.get("jobs", []) if job.get("worker") and not any(
+            name == job["worker"] or name.startswith(f"{job['worker']}-") for name in names)]
+        where = ", ".join(f"job {job['job_id']} on {job['node']}" for job in gone)
+        message = f"the cluster lost workers: {present} of {deployment.workers} left" + (f" ({where})" if where else "")
         for row in observation:
             row |= {"status": "failed", "error": row["error"] or message, "rate": None}
         raise WorkersLost(message)

@@ -1,11 +1,14 @@
 """daskweak on the multi-node development Slurm (slurm/dev-cluster/up --nodes 3): the driver on the login node,
-workers on node1…node3 over eth0; TLS across hosts, both DAGs, and a slow node (issue 12)."""
+workers on node1…node3 over eth0; TLS across hosts, both DAGs, a node that loses its network, a slow node
+(issue 12)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -138,6 +141,79 @@ def test_the_dag_runs_end_to_end_on_the_login_node_across_three_hosts(slurm_mult
 
 
 # --- faults of one node ---
+
+
+def start_run(cluster, work: Path, env: str) -> subprocess.Popen:
+    env_file = write_env(work, env)
+    return subprocess.Popen([*cluster.login_command, PYTHON, "-m", "daskweak", "--env-file", str(env_file), "run"],
+                            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def measuring(work: Path) -> bool:
+    """An observation is under way: the verbose log of the run (VERBOSE=True) named a measured operation."""
+    log = work / "driver.log"
+    return log.exists() and "cores=3 suite=tasks observation=1 operation=" in log.read_text(errors="replace")
+
+
+def follow(driver: subprocess.Popen, work: Path) -> threading.Thread:
+    """Copy the driver's output to work/driver.log as it comes (the condition the faults wait for)."""
+    def copy() -> None:
+        with open(work / "driver.log", "a") as log:
+            for line in driver.stdout:
+                log.write(line)
+                log.flush()
+
+    thread = threading.Thread(target=copy, daemon=True)
+    thread.start()
+    return thread
+
+
+def node_of_step(cluster, work: Path, host: str) -> str | None:
+    """The job of this run running on `host`, from squeue."""
+    for line in cluster.login("squeue", "-h", "-o", "%i %N %T").stdout.splitlines():
+        job_id, node, state = line.split()
+        if node == host and state == "RUNNING":
+            return job_id
+    return None
+
+
+FAULT_RUN = ("MAX_N_CORES=3\nSTEP_BY=3\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\nVERBOSE=True\nWARMUP=0\n"
+             "OBS_PER_ITER=40\nPROBLEM_SIZE_TASKS=200\nTIMEOUT=300\nOPERATION_TIMEOUT=20\n")
+
+
+def fault_result(cluster, work: Path, driver: subprocess.Popen, copier: threading.Thread, job_id: str, host: str):
+    code = driver.wait(900)
+    copier.join(30)
+    output = (work / "driver.log").read_text(errors="replace")
+    _, steps, rows = steps_of(work)
+    last = steps.iloc[-1]
+    assert last["cores_requested"] == 3 and last["status"] == "failed", (last["status"], last["error"], output[-3000:])
+    assert (rows[rows["step"] == last["step"]]["status"] == "ok").any()  # measured before the fault: kept
+    assert code != 0 or last["status"] == "failed"
+    assert host in last["error"] and job_id in last["error"], last["error"]
+    return last, output
+
+
+def test_a_node_that_loses_its_network_mid_observation_fails_the_step_naming_node_and_job(slurm_multinode):
+    cluster = slurm_multinode
+    work = cluster.scratch("linkdown")
+    driver = start_run(cluster, work, FAULT_RUN)
+    copier = follow(driver, work)
+    link = veth("node2")
+    try:
+        assert wait_until(lambda: measuring(work), 300, 0.2), (work / "driver.log").read_text()[-3000:]
+        job_id = node_of_step(cluster, work, "node2")
+        assert job_id
+        subprocess.run(["ip", "link", "set", link, "down"], check=True)
+        fault_result(cluster, work, driver, copier, job_id, "node2")
+    finally:
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        with contextlib.suppress(ProcessLookupError):
+            driver.kill()
+        # Slurm marked node2 DOWN while it did not answer: back in service for the next test
+        cluster.login("scontrol", "update", "NodeName=node2", "State=RESUME", check=False)
+    assert wait_until(lambda: cluster.node_states().get("node2") == "idle", 120, 1.0), cluster.node_states()
+    assert wait_until(lambda: not cluster.jobs(), 120, 1.0), cluster.jobs()
 
 
 def test_a_slow_node_behind_a_rate_limit_completes_the_sweep_and_the_step_records_it(slurm_multinode):

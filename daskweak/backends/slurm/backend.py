@@ -240,8 +240,10 @@ def allocations(job_ids: list[str]) -> list[dict[str, Any]]:
 
 
 def describe(cluster: SLURMCluster) -> dict[str, Any]:
-    return {"scheduler": cluster.scheduler_address, "job_script": cluster.job_script(),
-            "jobs": allocations(_job_ids(cluster))}
+    """The step's record: each job's allocation and its worker's name, so a lost worker names job and node."""
+    workers = {str(w.job_id): name for name, w in cluster.workers.items() if getattr(w, "job_id", None)}
+    jobs_ = [job | {"worker": workers.get(job["job_id"])} for job in allocations(_job_ids(cluster))]
+    return {"scheduler": cluster.scheduler_address, "job_script": cluster.job_script(), "jobs": jobs_}
 
 
 def _job_ids(cluster: SLURMCluster) -> list[str]:
