@@ -1,6 +1,5 @@
 """daskweak on the multi-node development Slurm (slurm/dev-cluster/up --nodes 3): the driver on the login node,
-workers on node1…node3 over eth0; TLS across hosts, both DAGs, a node that loses its network, a slow node
-(issue 12)."""
+workers on node1…node3 over eth0; TLS across hosts, both DAGs, faults of a node (issue 12)."""
 
 from __future__ import annotations
 
@@ -11,11 +10,12 @@ import subprocess
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from daskweak.store import ResultStore
 from tests.conftest import wait_until
-from tests.slurm_cluster import address, veth
+from tests.slurm_cluster import address, namespace, veth
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -213,6 +213,36 @@ def test_a_node_that_loses_its_network_mid_observation_fails_the_step_naming_nod
         # Slurm marked node2 DOWN while it did not answer: back in service for the next test
         cluster.login("scontrol", "update", "NodeName=node2", "State=RESUME", check=False)
     assert wait_until(lambda: cluster.node_states().get("node2") == "idle", 120, 1.0), cluster.node_states()
+    assert wait_until(lambda: not cluster.jobs(), 120, 1.0), cluster.jobs()
+
+
+def test_a_node_whose_slurmd_dies_with_its_job_fails_the_step_naming_node_and_job(slurm_multinode):
+    cluster = slurm_multinode
+    work = cluster.scratch("slurmd")
+    driver = start_run(cluster, work, FAULT_RUN)
+    copier = follow(driver, work)
+    try:
+        assert wait_until(lambda: measuring(work), 300, 0.2), (work / "driver.log").read_text()[-3000:]
+        job_id = node_of_step(cluster, work, "node2")
+        assert job_id
+        # node2's slurmd, slurmstepd and worker, as a crashed host loses them: the processes in node2's network
+        # namespace (the PID namespace is the machine's, so no pkill by name), except its holder
+        for pid in subprocess.run(["ip", "netns", "pids", namespace("node2")], capture_output=True, text=True,
+                                  check=True).stdout.split():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc = psutil.Process(int(pid))
+                if proc.name() != "sleep":
+                    proc.kill()
+        assert wait_until(lambda: cluster.node_states().get("node2", "").startswith(("down", "idle*", "mixed*",
+                                                                                      "allocated*")), 300, 1.0)
+        fault_result(cluster, work, driver, copier, job_id, "node2")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            driver.kill()
+        subprocess.run([str(ROOT / "slurm" / "dev-cluster" / "up"), "--nodes", "3", "--accounting"], cwd=ROOT,
+                       capture_output=True, timeout=600)
+        cluster.login("scontrol", "update", "NodeName=node2", "State=RESUME", check=False)
+    assert wait_until(lambda: cluster.node_states().get("node2") == "idle", 300, 1.0), cluster.node_states()
     assert wait_until(lambda: not cluster.jobs(), 120, 1.0), cluster.jobs()
 
 
