@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -50,6 +51,30 @@ def _fresh(cert: x509.Certificate) -> bool:
     return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=1)
 
 
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Issued by this CA's key, not only under its name: a renewed CA keeps the name "daskweak CA"."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _canonical(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _names(cert: x509.Certificate) -> set[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return set(san.get_values_for_type(x509.DNSName)) | {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
 def _issue(
     subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey,
     *, ca: bool, hosts: list[str],
@@ -80,9 +105,14 @@ def _issue(
 
 
 def ensure_certificates(cert_dir: Path, hosts: list[str] | None = None) -> dict[str, tuple[Path, Path]]:
-    """CA and per-role (certificate, key) paths in `cert_dir`, created or renewed as needed."""
+    """CA and per-role (certificate, key) paths in `cert_dir`, created or renewed as needed.
+
+    With `hosts`, a certificate that does not name all of them is issued again (a CERT_DIR made on another
+    host, or before the workers dialled another address); without, existing certificates serve as they are.
+    """
     cert_dir.mkdir(parents=True, exist_ok=True)
     cert_dir.chmod(0o700)
+    wanted = {_canonical(host) for host in hosts} if hosts else set()
     hosts = hosts or ["localhost", "127.0.0.1", socket.gethostname(), socket.getfqdn()]
     ca_paths = (cert_dir / "ca.crt", cert_dir / "ca.key")
     loaded = _load(*ca_paths)
@@ -97,7 +127,8 @@ def ensure_certificates(cert_dir: Path, hosts: list[str] | None = None) -> dict[
     for role in ROLES:
         role_paths = (cert_dir / f"{role}.crt", cert_dir / f"{role}.key")
         current = _load(*role_paths)
-        if current is None or not _fresh(current[0]) or current[0].issuer != ca_cert.subject:
+        if (current is None or not _fresh(current[0]) or not _signed_by(current[0], ca_cert)
+                or not wanted <= _names(current[0])):
             key = ec.generate_private_key(ec.SECP256R1())
             cert = _issue(f"dask-{role}", key, ca_cert.subject, ca_key, ca=False, hosts=hosts)
             role_paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import stat
 
 import pytest
@@ -37,6 +38,27 @@ def test_existing_certificates_are_reused_and_a_loose_key_mode_is_repaired(tmp_p
     assert again["worker"][0].read_bytes() == before
     assert stat.S_IMODE(again["worker"][1].stat().st_mode) == 0o600
     assert stat.S_IMODE(again["ca"][1].stat().st_mode) == 0o600
+
+
+def test_certificates_that_do_not_name_the_dialled_address_are_issued_again_then_reused(tmp_path):
+    ensure_certificates(tmp_path)  # made before the workers dialled 10.77.0.1
+    wanted = ["localhost", "127.0.0.1", "10.77.0.1"]
+    paths = ensure_certificates(tmp_path, hosts=wanted)
+    cert = x509.load_pem_x509_certificate(paths["scheduler"][0].read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.77.0.1") in san.get_values_for_type(x509.IPAddress)
+    issued = paths["scheduler"][0].read_bytes()
+    assert ensure_certificates(tmp_path, hosts=wanted)["scheduler"][0].read_bytes() == issued
+    assert ensure_certificates(tmp_path)["scheduler"][0].read_bytes() == issued  # no names asked: kept
+
+
+def test_a_renewed_ca_gets_certificates_it_signed(tmp_path):
+    ensure_certificates(tmp_path)
+    (tmp_path / "ca.crt").unlink()  # a new CA under the same name: the old certificates no longer verify
+    paths = ensure_certificates(tmp_path)
+    ca = x509.load_pem_x509_certificate(paths["ca"][0].read_bytes())
+    for role in ("scheduler", "worker", "client"):
+        x509.load_pem_x509_certificate(paths[role][0].read_bytes()).verify_directly_issued_by(ca)
 
 
 def test_tls_cluster_measures_and_refuses_plaintext_clients(small, tmp_path):
