@@ -603,14 +603,20 @@ def test_a_cert_dir_in_the_login_nodes_tmp_fails_at_once_naming_the_node(slurm_m
 
 
 def test_workers_run_the_shared_environments_python_on_the_compute_nodes(slurm_multinode):
-    """A worker environment that exists on the shared file system only; the workers on the compute nodes
-    report its interpreter."""
+    """A worker environment that exists on the shared file system only, a driver environment that exists on
+    the login node only (its /tmp): the workers on the compute nodes report the shared one's interpreter."""
     cluster = slurm_multinode
     work = cluster.scratch("env")
     env = work / "worker-env"
+    packages = str(next((ROOT / ".venv").glob("lib/python*/site-packages")))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
     [site] = env.glob("lib/python*/site-packages")
-    (site / "project.pth").write_text(str(next((ROOT / ".venv").glob("lib/python*/site-packages"))) + "\n")
+    (site / "project.pth").write_text(packages + "\n")
+    driver = f"/tmp/driver-env-{work.name}"
+    cluster.login(sys.executable, "-m", "venv", "--without-pip", driver, cwd=work)
+    cluster.login("sh", "-c", f'printf "%s\\n" "{packages}" "{ROOT}" > "$(echo {driver}/lib/python*/site-packages)/'
+                  'project.pth"', cwd=work)  # the checkout too: daskweak is installed from it (editable)
+    assert cluster.on("node1", "test", "-e", f"{driver}/bin/python", check=False).returncode != 0
     script = work / "executables.py"
     script.write_text(
         "import json, sys\n"
@@ -622,7 +628,8 @@ def test_workers_run_the_shared_environments_python_on_the_compute_nodes(slurm_m
         "with open_cluster(settings, make_plan(settings)[-1], 'env') as deployment:\n"
         "    found = deployment.client.run(lambda: (__import__('socket').gethostname(), sys.executable))\n"
         "print(json.dumps(sorted(found.values())))\n")
-    done = cluster.login(str(ROOT / ".venv" / "bin" / "python"), str(script), cwd=work, check=False)
+    done = cluster.login(f"{driver}/bin/python", str(script), cwd=work, check=False)
+    cluster.login("rm", "-rf", driver, cwd=work)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     import json
 
@@ -652,9 +659,9 @@ def test_on_the_login_node_the_next_run_cancels_the_jobs_of_a_sigkilled_run(slur
     env_file.write_text(f"BACKEND=slurm\nACCOUNT=daskweak\nPARTITION=debug\nSUITES=tasks\nMAX_N_CORES=4\n"
                         f"STEP_BY=4\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\nTIMEOUT=3600\nNET_INTERFACE=eth0\n"
                         f"OUT_DIR={work / 'out'}\nRES_DIR={work / 'results'}\n")
+    log = (work / "driver.txt").open("w")
     driver = subprocess.Popen([*cluster.login_command, str(ROOT / ".venv" / "bin" / "python"), "-m", "daskweak",
-                               "--env-file", str(env_file), "run"], cwd=work, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                               "--env-file", str(env_file), "run"], cwd=work, stdout=log, stderr=log)
 
     def states(run_id: str) -> list[str]:
         rows = [line.split() for line in cluster.jobs()]
@@ -673,9 +680,10 @@ def test_on_the_login_node_the_next_run_cancels_the_jobs_of_a_sigkilled_run(slur
         assert wait_until(killed_run, 240, 1.0), cluster.jobs()
         run_id = killed_run()
         # the python of the driver this test started (found by its own settings file), on the login node
-        python_path = str(ROOT / ".venv" / "bin" / "python")
-        [python] = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0] == python_path
-                    and str(env_file) in p.info["cmdline"]]
+        drivers = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"].startswith("python")
+                   and str(env_file) in (p.info["cmdline"] or [])]
+        assert len(drivers) == 1, (driver.poll(), (work / "driver.txt").read_text()[-3000:])
+        [python] = drivers
         python.send_signal(signal.SIGKILL)
         driver.wait(30)
         assert len(states(run_id)) == 4  # nobody cancelled them …
@@ -687,4 +695,5 @@ def test_on_the_login_node_the_next_run_cancels_the_jobs_of_a_sigkilled_run(slur
             for proc in psutil.Process(driver.pid).children(recursive=True):
                 proc.kill()
         driver.kill()
+        log.close()
     assert wait_until(lambda: not cluster.jobs(), 60)
