@@ -130,11 +130,9 @@ def validate(
     if parse_error is not None:
         raise ConfigError(parse_error.problems)
     settings = load_settings(env_file, **overrides)
-    from daskweak.backends import get_backend
+    from daskweak.backends import usable_backend
 
-    backend = get_backend(settings.backend)
-    if hasattr(backend, "preflight"):
-        backend.preflight(settings)
+    usable_backend(settings)
     if settings.ignored:
         log.info("ignored on %s (they configure another backend): %s", settings.backend,
                  ", ".join(name.upper() for name in settings.ignored))

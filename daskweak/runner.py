@@ -22,7 +22,7 @@ from distributed import Client, Future
 from distributed.diagnostics import MemorySampler
 
 from daskweak import runinfo
-from daskweak.backends import get_backend
+from daskweak.backends import usable_backend
 from daskweak.backends.base import Deployment, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
 from daskweak.memory_warmup import footprint, warm_memory
@@ -106,9 +106,7 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
               purpose: str | None = None) -> SweepResult:
     """Every step of the plan in order; a failed step is recorded and the sweep goes on, and so does a sweep
     whose database does not answer: its rows wait in the spool (`daskweak.spool`)."""
-    backend = get_backend(settings.backend)  # an unusable backend fails the run before anything is recorded
-    if hasattr(backend, "preflight"):  # and so does a setting only the driver's host can check
-        backend.preflight(settings)
+    usable_backend(settings)  # an unusable backend or setting fails the run before anything is recorded
     run_id = run_id or new_run_id()
     result = SweepResult(run_id=run_id, status="running")
     with ResultStore(settings.database_url) as store:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from daskweak.settings import Settings
 
 from daskweak.errors import BackendUnavailable
 
@@ -25,3 +29,12 @@ def get_backend(name: str) -> ModuleType:
         return importlib.import_module(MODULES[name])
     except ModuleNotFoundError as exc:
         raise BackendUnavailable(f"BACKEND={name} cannot be used here: {exc}") from exc
+
+
+def usable_backend(settings: Settings) -> ModuleType:
+    """The settings' backend, after the checks only the driver's host can make (a backend's `preflight`, e.g.
+    Slurm's NET_INTERFACE): a run or a validation fails here, before anything is recorded or submitted."""
+    backend = get_backend(settings.backend)
+    if hasattr(backend, "preflight"):
+        backend.preflight(settings)
+    return backend
