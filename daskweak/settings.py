@@ -27,12 +27,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from daskweak.backends.kubernetes import names
 from daskweak.errors import ConfigError, Problem
 
 Backend = Literal["local", "slurm", "kubernetes"]
 Suite = Literal["arrays", "dataframes", "tasks"]
 ALL_SUITES: tuple[Suite, ...] = ("arrays", "dataframes", "tasks")
-DNS_1123 = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+DNS_1035 = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 # Every form `sbatch --time` accepts: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS, and no limit.
 TIME_LIMIT = re.compile(
@@ -43,7 +44,9 @@ TIME_LIMIT = re.compile(
 # carries both blocks, and placeholders in the unused one (ACCOUNT=<your account>) must not refuse a run.
 SLURM_ONLY = ("account", "partition", "time_limit", "env_to_source", "out_dir", "slurm_exclusive", "sbatch_extra")
 KUBERNETES_ONLY = ("kube_namespace", "container_image", "scheduler_host", "kubecluster_name", "scheduler_cores",
-                   "scheduler_mem", "secret_cert_name", "kube_service_type", "kube_conn_id")
+                   "scheduler_mem", "secret_cert_name", "kube_service_type", "kube_conn_id", "kube_worker_placement",
+                   "kube_image_pull_secrets", "kube_node_selector", "kube_tolerations", "kube_priority_class",
+                   "kube_service_account", "kube_pod_labels", "kube_pod_annotations")
 APPLIES_TO: dict[str, frozenset[str]] = {
     **dict.fromkeys(SLURM_ONLY, frozenset({"slurm"})),
     **dict.fromkeys(KUBERNETES_ONLY, frozenset({"kubernetes"})),
@@ -74,8 +77,9 @@ class Settings(BaseSettings):
     container_image: str | None = _setting(None, "a container image reference", "Scheduler/worker image.")
     scheduler_host: str | None = _setting(None, "a node name", "Node the scheduler pod is pinned to.")
     kubecluster_name: str = _setting(
-        "daskweak", "a DNS-1123 label (lowercase letters, digits, '-'; ≤ 63 chars)",
-        "Prefix of the DaskCluster name.", pattern=DNS_1123,
+        "daskweak", "a DNS-1035 label: a lowercase letter, then lowercase letters, digits, '-' (≤ 63 chars; "
+        "cut to fit in object names)",
+        "Prefix of the DaskCluster name (its Service is <name>-scheduler).", pattern=DNS_1035,
     )
     scheduler_cores: int = _setting(1, "an integer ≥ 1", "Scheduler pod cores.", ge=1)
     scheduler_mem: str = _setting(
@@ -187,6 +191,44 @@ class Settings(BaseSettings):
         "kubernetes_default", "an Airflow Connection id",
         "Under Airflow, take Kubernetes credentials from this Connection (then KUBECONFIG, then in-cluster).",
     )
+    # What a site needs on the scheduler and worker pods (the CronJob's pod has the chart's own values).
+    kube_worker_placement: Literal["spread", "pack"] = _setting(
+        "spread", "spread or pack",
+        "spread: a step's worker pods on distinct nodes, as Slurm's jobs of whole nodes; pack: wherever they fit.",
+    )
+    kube_image_pull_secrets: Annotated[list[str], NoDecode] = _setting(
+        [], "Secret names separated by ',' (DNS-1123 subdomains)", "imagePullSecrets of the Dask pods.",
+    )
+    kube_node_selector: Annotated[dict[str, str], NoDecode] = _setting(
+        {}, "label pairs k=v,k=v or a JSON object (keys [prefix/]name, values ≤ 63 chars, as Kubernetes accepts)",
+        "nodeSelector of the Dask pods.",
+    )
+    kube_tolerations: Annotated[list[dict[str, Any]], NoDecode] = _setting(
+        [], "a JSON list of tolerations: {key, operator Equal|Exists, value, effect NoSchedule|PreferNoSchedule|"
+        "NoExecute, tolerationSeconds (NoExecute only)}", "tolerations of the Dask pods.",
+    )
+    kube_priority_class: str | None = _setting(
+        None, "a PriorityClass name (lowercase letters, digits, '-', '.')", "priorityClassName of the Dask pods.",
+        pattern=DNS_1123_SUBDOMAIN,
+    )
+    kube_service_account: str | None = _setting(
+        None, "a ServiceAccount name (lowercase letters, digits, '-', '.')",
+        "serviceAccountName of the Dask pods (empty: the namespace's default; they call no API).",
+        pattern=DNS_1123_SUBDOMAIN,
+    )
+    kube_pod_labels: Annotated[dict[str, str], NoDecode] = _setting(
+        {}, "label pairs k=v,k=v or a JSON object (keys [prefix/]name, values ≤ 63 chars, as Kubernetes accepts; "
+        "not under dask.org/ or daskweak/)", "Extra labels of the Dask pods.",
+    )
+    kube_pod_annotations: Annotated[dict[str, str], NoDecode] = _setting(
+        {}, "pairs k=v,k=v or a JSON object (keys [prefix/]name as Kubernetes accepts)",
+        "Extra annotations of the Dask pods.",
+    )
+    results_sqlite_persistent: bool = _setting(
+        False, "True or False",
+        "In a pod (KubernetesExecutor, CronJob): the SQLite file in RES_DIR is on a volume that outlives the pod "
+        "and every pod shares, on purpose.",
+    )
     regression_baseline_runs: int = _setting(
         20, "an integer ≥ 3 (a t test needs a spread)",
         "Baseline of the regression check: per comparison, the last K successful runs with the same fingerprint "
@@ -237,7 +279,7 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
-    @field_validator("suites", "sbatch_extra", mode="before")
+    @field_validator("suites", "sbatch_extra", "kube_image_pull_secrets", mode="before")
     @classmethod
     def _split_lists(cls, value: Any, info: ValidationInfo) -> Any:
         """Lists come from .env lines: suites comma-separated, sbatch options (which may hold commas) by ';'."""
@@ -245,6 +287,40 @@ class Settings(BaseSettings):
             separator = ";" if info.field_name == "sbatch_extra" else ","
             return [part.strip() for part in value.split(separator) if part.strip()]
         return value
+
+    @field_validator("kube_node_selector", "kube_pod_labels", "kube_pod_annotations", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        return names.parse_pairs(value) if isinstance(value, str) else value
+
+    @field_validator("kube_tolerations", mode="before")
+    @classmethod
+    def _json_list(cls, value: Any) -> Any:
+        return names.parse_json_list(value) if isinstance(value, str) else value
+
+    @field_validator("kube_image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        return [names.dns_1123_subdomain(name, "Secret name") for name in value]
+
+    @field_validator("kube_node_selector", "kube_pod_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if info.field_name == "kube_node_selector":  # nodes' labels, not ours: any key Kubernetes accepts
+            for key, label in value.items():
+                names.label_value(label, names.qualified_name(key, "label key"))
+            return value
+        return names.labels(value)
+
+    @field_validator("kube_pod_annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        return names.annotations(value)
+
+    @field_validator("kube_tolerations")
+    @classmethod
+    def _tolerations(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [names.toleration(item) for item in value]
 
     @field_validator("suites")
     @classmethod
@@ -358,6 +434,7 @@ class Settings(BaseSettings):
         """A hash of the settings that change what is measured: runs with equal fingerprints are comparable."""
         values = self.public()
         measured = {key: values[key] for key in sorted(MEASURED)}
+        measured |= {key: values[key] for key, default in MEASURED_WHEN_SET.items() if values[key] != default}
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -399,6 +476,11 @@ MEASURED = frozenset({
     "restart_between_obs", "container_image", "partition", "net_interface", "scheduler_cores",
     "scheduler_mem", "scheduler_host", "slurm_exclusive", "sbatch_extra",
 })
+
+
+# Measured settings added after runs were stored: hashed only when not at their default, so earlier runs keep their
+# fingerprints and baselines (their worker pods were placed without a rule; every step so far had one worker pod).
+MEASURED_WHEN_SET = {"kube_worker_placement": "spread"}
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -533,11 +615,18 @@ def _resolve_backend(backend: str | None, kube: bool | None) -> str:
     return "kubernetes" if kube else "slurm"
 
 
+# Settings made of many parts (pairs, lists): their error also says which part is wrong.
+EXPLAINED = frozenset({"kube_image_pull_secrets", "kube_node_selector", "kube_tolerations", "kube_pod_labels",
+                       "kube_pod_annotations"})
+
+
 def _field_problem(cls: type[Settings], err: Any) -> Problem:
     name = str(err["loc"][0]) if err["loc"] else "settings"
     field = cls.model_fields.get(name)
     extra = field.json_schema_extra if field else None
     accepted = extra["accepted"] if isinstance(extra, dict) else err["msg"]
+    if name in EXPLAINED and err["type"] == "value_error":
+        accepted = f"{accepted}; here {err['ctx']['error']}"
     return Problem(name.upper(), "<hidden>" if name in SECRETS else err.get("input"), str(accepted))
 
 
@@ -611,5 +700,50 @@ def _consistency_problems(v: dict[str, Any]) -> list[Problem]:
             make_url(url)
         except ArgumentError:
             problems.append(Problem("RESULTS_URL", "<hidden>", "an SQLAlchemy URL such as sqlite:///path.db"))
+            return problems
+    problems += _results_in_pod_problems(v)
     return problems
+
+
+def running_in_pod(environ: Any = None) -> str | None:
+    """Why this process runs in a Kubernetes pod whose files go with it, or None.
+
+    KUBERNETES_SERVICE_HOST is in every pod's environment (the CronJob's, a KubernetesExecutor task's); Airflow's
+    scheduler and DAG processor may run elsewhere, but under the KubernetesExecutor every task they start is a pod
+    of its own, so the settings they parse with are those of pods."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "KUBERNETES_SERVICE_HOST is set, so this runs in a Kubernetes pod"
+    executor = environ.get("AIRFLOW__CORE__EXECUTOR", "")
+    if "KubernetesExecutor" in executor:
+        return f"AIRFLOW__CORE__EXECUTOR={executor}, so every task runs in a pod of its own"
+    return None
+
+
+def _results_in_pod_problems(v: dict[str, Any]) -> list[Problem]:
+    """A SQLite results file in a pod is lost with the pod, and each task pod would write a file of its own: the run
+    would turn green with no results kept. Unless the user says RES_DIR is a shared persistent volume.
+
+    RESULTS_CONN_ID alone is not judged here: Airflow resolves the Connection at run time and hands its URL to
+    the validate task as RESULTS_URL, which is judged then."""
+    if v.get("results_sqlite_persistent"):
+        return []
+    url, conn_id = v.get("results_url"), v.get("results_conn_id")
+    if url:
+        from sqlalchemy.engine import make_url
+
+        if make_url(url).get_backend_name() != "sqlite":
+            return []
+    elif conn_id:
+        return []
+    why = running_in_pod()
+    if why is None:
+        return []
+    given = masked_url(url) if url else None
+    return [Problem("RESULTS_URL", given, (
+        "a database every pod reaches, e.g. postgresql+psycopg://user:password@host:5432/daskweak (under Airflow: "
+        "RESULTS_CONN_ID naming a PostgreSQL Connection; the Helm chart: results.existingSecret). "
+        f"{why}, and a SQLite file there is lost with the pod (each task pod would write its own). "
+        "RESULTS_SQLITE_PERSISTENT=True keeps SQLite when RES_DIR is a persistent volume every pod mounts, on purpose"
+    ))]
 

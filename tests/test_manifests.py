@@ -125,12 +125,12 @@ def test_the_tls_secret_is_mounted_readable_by_owner_and_pod_group_only():
         assert volume["secret"] == {"secretName": "dask-tls", "defaultMode": 0o440}
         assert '"defaultMode": 288' in json.dumps(volume)  # what the API receives: 0o440 in decimal
         assert "items" not in volume["secret"] or all("mode" not in item for item in volume["secret"]["items"])
-        assert spec["securityContext"] == {"fsGroup": 10001}  # docker/Dockerfile's user 10001, group 10001
+        assert spec["securityContext"]["fsGroup"] == 10001  # docker/Dockerfile's user 10001, group 10001
         [mount] = spec["containers"][0]["volumeMounts"]
         assert mount == {"name": volume["name"], "mountPath": TLS_DIR, "readOnly": True}
     plain = settings_for()
     for spec in pod_specs(manifests(plain, make_plan(plain)[-1], "r")):
-        assert spec["volumes"] == [] and "securityContext" not in spec
+        assert spec["volumes"] == [] and spec["securityContext"]["fsGroup"] == 10001  # fsGroup always
 
 
 def pod_processes(pod_ip: str) -> list:
@@ -180,3 +180,159 @@ def test_a_real_pod_sees_the_tls_key_without_world_read(kube_namespace, tmp_path
             assert modes == {"ca.crt": 0o440, "tls.crt": 0o440, "tls.key": 0o440}, (component, modes)
     finally:
         kubectl("delete", "daskcluster", name, "-n", namespace, "--ignore-not-found", "--timeout=120s")
+
+
+# --- placement and the site's pod settings ---------------------------------------------------------------
+
+
+def operator_pod_templates(resources: list[dict]) -> dict[str, list[dict]]:
+    """The pod templates the installed dask-kubernetes operator makes of the manifests (its own builder functions:
+    the scheduler Deployment, one Deployment per worker), labels as its handlers merge them."""
+    from dask_kubernetes.operator.controller.controller import (
+        build_scheduler_deployment_spec,
+        build_worker_deployment_spec,
+    )
+
+    [cluster] = [r for r in resources if r["kind"] == "DaskCluster"]
+    name, namespace = cluster["metadata"]["name"], cluster["metadata"]["namespace"]
+    cluster_labels = cluster["metadata"].get("labels", {})
+
+    def merged(part: dict, meta: dict, key: str) -> dict:
+        return {**meta.get(key, {}), **part.get("metadata", {}).get(key, {})}
+
+    scheduler = cluster["spec"]["scheduler"]
+    templates = {"scheduler": [build_scheduler_deployment_spec(
+        name, scheduler["spec"], merged(scheduler, cluster["metadata"], "annotations"),
+        merged(scheduler, cluster["metadata"], "labels"))["spec"]["template"]], "worker": []}
+    groups = [(f"{name}-default", cluster["spec"]["worker"], cluster["metadata"])]
+    groups += [(r["metadata"]["name"], r["spec"]["worker"], r["metadata"]) for r in resources
+               if r["kind"] == "DaskWorkerGroup"]
+    for group, worker, meta in groups:
+        for index in range(worker["replicas"]):
+            deployment = build_worker_deployment_spec(
+                group, namespace, name, f"{index:010d}", worker["spec"], merged(worker, meta, "annotations"),
+                {**cluster_labels, **merged(worker, meta, "labels")})
+            templates["worker"].append(deployment["spec"]["template"])
+    return templates
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(key) == value for key, value in selector["matchLabels"].items())
+
+
+def test_spread_keeps_every_worker_pod_of_the_step_off_the_others_nodes_and_nothing_else():
+    """Default spread: each worker pod (the full-node group and the smaller last node's group alike) requires a node
+    with no other worker pod of its DaskCluster. The selector is the labels the installed operator gives worker
+    pods: it selects each of them, not the scheduler, not another step's workers. k8s-local's scheduler does not
+    evaluate pod anti-affinity: this shows the field is right, a real cluster honours it."""
+    settings = settings_for()  # 5 cores on nodes of 2: pods of 2, 2 and 1 cores
+    assert settings.kube_worker_placement == "spread"
+    resources = manifests(settings, make_plan(settings)[-1], "r")
+    templates = operator_pod_templates(resources)
+    assert len(templates["worker"]) == 3
+    other = operator_pod_templates(manifests(settings, make_plan(settings)[-2], "r"))
+    for template in templates["worker"]:
+        [term] = template["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert set(template["spec"]["affinity"]) == {"podAntiAffinity"}
+        assert all(selects(term["labelSelector"], t["metadata"]["labels"]) for t in templates["worker"])
+        assert not selects(term["labelSelector"], templates["scheduler"][0]["metadata"]["labels"])
+        assert not any(selects(term["labelSelector"], t["metadata"]["labels"]) for t in other["worker"])
+    scheduler = templates["scheduler"][0]["spec"]
+    assert "affinity" not in scheduler  # no SCHEDULER_HOST: the scheduler may go anywhere, beside a worker too
+
+
+def test_pack_leaves_worker_pods_where_the_scheduler_fits_them_and_scheduler_host_still_pins():
+    settings = settings_for(kube_worker_placement="pack", scheduler_host="node-2")
+    resources = manifests(settings, make_plan(settings)[-1], "r")
+    validate_all(resources)
+    for spec in [*pod_specs(resources)[:1], resources[1]["spec"]["worker"]["spec"]]:
+        assert "affinity" not in spec
+    scheduler = resources[0]["spec"]["scheduler"]["spec"]
+    assert set(scheduler["affinity"]) == {"nodeAffinity"}
+    assert settings_for().fingerprint() != settings.fingerprint()  # placement changes what is measured
+
+
+SITE = {
+    "kube_image_pull_secrets": "registry-a, registry-b",
+    "kube_node_selector": "node.kubernetes.io/instance-type=c6i.4xlarge,pool=dask",
+    "kube_tolerations": '[{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"},'
+                        ' {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]',
+    "kube_priority_class": "benchmark-high",
+    "kube_service_account": "dask-pods",
+    "kube_pod_labels": '{"team": "hpc", "example.org/cost-center": "b-42"}',
+    "kube_pod_annotations": "cluster-autoscaler.kubernetes.io/safe-to-evict=false,example.org/note=nightly run",
+}
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_the_sites_pod_settings_reach_the_scheduler_and_every_worker_pod(tls):
+    extra = {"use_ssl": True, "cert_dir": "/tmp/certs"} if tls else {}
+    settings = settings_for(**SITE, **extra)
+    resources = manifests(settings, make_plan(settings)[-1], "r")
+    validate_all(resources)
+    specs = pod_specs(resources)
+    assert len(specs) == 3
+    for spec in specs:
+        assert spec["imagePullSecrets"] == [{"name": "registry-a"}, {"name": "registry-b"}]
+        assert spec["nodeSelector"] == {"node.kubernetes.io/instance-type": "c6i.4xlarge", "pool": "dask"}
+        assert spec["tolerations"] == [
+            {"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"},
+            {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]
+        assert (spec["priorityClassName"], spec["serviceAccountName"]) == ("benchmark-high", "dask-pods")
+    templates = operator_pod_templates(resources)
+    for template in templates["scheduler"] + templates["worker"]:
+        labels, annotations = template["metadata"]["labels"], template["metadata"]["annotations"]
+        assert labels["team"] == "hpc" and labels["example.org/cost-center"] == "b-42"
+        assert annotations == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+                               "example.org/note": "nightly run"}
+    # unset: none of these fields at all
+    for spec in pod_specs(manifests(settings_for(), make_plan(settings_for())[-1], "r")):
+        assert not {"imagePullSecrets", "nodeSelector", "tolerations", "priorityClassName",
+                    "serviceAccountName"} & set(spec)
+
+
+# --- names derived from KUBECLUSTER_NAME -----------------------------------------------------------------
+
+DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+
+
+def derived_names(resources: list[dict]) -> dict[str, list[str]]:
+    """Every name the API and the operator derive from the step's DaskCluster, by what rule each must meet."""
+    from dask_kubernetes.operator.controller.controller import SCHEDULER_NAME_TEMPLATE
+
+    cluster = resources[0]["metadata"]["name"]
+    groups = [f"{cluster}-default"] + [r["metadata"]["name"] for r in resources[1:]]
+    templates = operator_pod_templates(resources)
+    return {
+        "dns-1035": [SCHEDULER_NAME_TEMPLATE.format(cluster_name=cluster)],  # the Service
+        "label value": [cluster, *groups] + [value for t in templates["scheduler"] + templates["worker"]
+                                            for value in t["metadata"]["labels"].values()],
+        "dns-1123 subdomain": [cluster, *groups] + [t["metadata"]["name"] + "-5d4f8b7c9f-x2x7q"  # a pod's name
+                                                    for t in templates["scheduler"] + templates["worker"]],
+    }
+
+
+def test_the_longest_kubecluster_name_still_yields_valid_names_for_every_object():
+    settings = settings_for(kubecluster_name="a" + "-b" * 31, max_n_cores=99_999_999, step_by=33_333_333,
+                            cores_per_node=66_666_666)
+    step = make_plan(settings)[-1]  # 99999999 cores: a pod of 66666666 and one of 33333333 (-c33333333)
+    resources = manifests(settings, step, "scheduled__2026-11-30T02:00:00+00:00")
+    rules = derived_names(resources)
+    assert all(len(name) <= 63 and DNS_1035.fullmatch(name) for name in rules["dns-1035"]), rules["dns-1035"]
+    assert all(len(v) <= 63 and LABEL_VALUE.fullmatch(v) for v in rules["label value"]), rules["label value"]
+    subdomain = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+    assert all(len(n) <= 253 and subdomain.fullmatch(n) for n in rules["dns-1123 subdomain"])
+    assert resources[0]["metadata"]["name"].startswith("a-b-b")
+
+
+@pytest.mark.parametrize("name", ["1bench", "Bench", "dask_bench", "bench-", "-bench", "a" * 64, "dask.bench"])
+def test_a_kubecluster_name_that_cannot_name_a_service_is_refused(name):
+    from daskweak.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        settings_for(kubecluster_name=name)
+    [problem] = caught.value.problems
+    assert problem.setting == "KUBECLUSTER_NAME" and problem.given == name
+    assert "a lowercase letter" in problem.accepted and "DNS-1035" in problem.accepted

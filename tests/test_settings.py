@@ -64,6 +64,28 @@ BAD = [
     ({"net_interface": "no-such-nic0"}, "NET_INTERFACE"),
     ({"results_url": "not a url"}, "RESULTS_URL"),
     ({"max_n_coers": 4}, "MAX_N_COERS"),
+    ({**KUBE, "kubecluster_name": "1bench"}, "KUBECLUSTER_NAME"),
+    ({**KUBE, "kube_worker_placement": "scatter"}, "KUBE_WORKER_PLACEMENT"),
+    ({**KUBE, "kube_image_pull_secrets": "registry,Registry_B"}, "KUBE_IMAGE_PULL_SECRETS"),
+    ({**KUBE, "kube_node_selector": "pool"}, "KUBE_NODE_SELECTOR"),
+    ({**KUBE, "kube_node_selector": "disk type=ssd"}, "KUBE_NODE_SELECTOR"),
+    ({**KUBE, "kube_node_selector": '{"cpus": 8}'}, "KUBE_NODE_SELECTOR"),
+    ({**KUBE, "kube_node_selector": "pool=" + "x" * 64}, "KUBE_NODE_SELECTOR"),
+    ({**KUBE, "kube_tolerations": '{"key": "dedicated"}'}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_tolerations": "[{'key': 'dedicated'}]"}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_tolerations": '[{"key": "a", "operator": "Exists", "value": "b"}]'}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_tolerations": '[{"key": "a", "effect": "Never"}]'}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_tolerations": '[{"key": "a", "tolerationSeconds": 5}]'}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_tolerations": '[{"operator": "Equal", "value": "x"}]'}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_tolerations": '[{"key": "a", "when": "always"}]'}, "KUBE_TOLERATIONS"),
+    ({**KUBE, "kube_priority_class": "High"}, "KUBE_PRIORITY_CLASS"),
+    ({**KUBE, "kube_service_account": "dask_pods"}, "KUBE_SERVICE_ACCOUNT"),
+    ({**KUBE, "kube_pod_labels": "dask.org/component=scheduler"}, "KUBE_POD_LABELS"),
+    ({**KUBE, "kube_pod_labels": "team=a b"}, "KUBE_POD_LABELS"),
+    ({**KUBE, "kube_pod_labels": "-team=a"}, "KUBE_POD_LABELS"),
+    ({**KUBE, "kube_pod_annotations": "/note=x"}, "KUBE_POD_ANNOTATIONS"),
+    ({**KUBE, "kube_pod_annotations": "Example.org/note=x"}, "KUBE_POD_ANNOTATIONS"),
+    ({"results_sqlite_persistent": "perhaps"}, "RESULTS_SQLITE_PERSISTENT"),
 ]
 
 
@@ -313,7 +335,8 @@ def test_the_validate_task_logs_the_ignored_keys(tmp_path, caplog):
 
     (tmp_path / "origin.env").write_text(ORIGIN_KUBE_ENV)
     with caplog.at_level("INFO", logger="daskweak.orchestration"):
-        validate(str(tmp_path / "origin.env"), {})
+        # LoadBalancer: this test runs outside any cluster, where a ClusterIP scheduler is refused
+        validate(str(tmp_path / "origin.env"), {"kube_service_type": "LoadBalancer"})
     assert "ignored on kubernetes (they configure another backend): ACCOUNT, ENV_TO_SOURCE" in caplog.text
 
 
@@ -333,3 +356,84 @@ def test_a_retired_setting_of_an_earlier_env_is_ignored_with_a_warning(tmp_path,
         settings = load_settings(tmp_path / "old.env", regression_sigmas=2)
     assert settings.max_n_cores == 2
     assert "REGRESSION_SIGMAS is no longer used" in caplog.text and "old.env:2" in caplog.text
+
+
+# --- what a site puts on the Dask pods -------------------------------------------------------------------
+
+
+def test_pairs_read_as_k_equals_v_or_as_json_alike():
+    pairs = load_settings(**KUBE, kube_node_selector=" pool = dask , example.org/disk=ssd",
+                          kube_pod_labels="", kube_pod_annotations='{"example.org/note": "a, b=c"}')
+    assert pairs.kube_node_selector == {"pool": "dask", "example.org/disk": "ssd"}
+    assert pairs.kube_node_selector == load_settings(
+        **KUBE, kube_node_selector='{"pool": "dask", "example.org/disk": "ssd"}').kube_node_selector
+    assert pairs.kube_pod_labels == {} and pairs.kube_pod_annotations == {"example.org/note": "a, b=c"}
+    assert load_settings(**KUBE, kube_image_pull_secrets="a, b.c ,").kube_image_pull_secrets == ["a", "b.c"]
+
+
+def test_a_bad_part_of_a_pod_setting_is_named_in_the_error(monkeypatch):
+    monkeypatch.setenv("KUBE_POD_LABELS", "team=hpc,dask.org/component=x")
+    monkeypatch.setenv("KUBE_TOLERATIONS", '[{"key": "spot", "operator": "Exists", "value": "yes"}]')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**KUBE)
+    problems = {p.setting: p for p in caught.value.problems}
+    assert "'dask.org/component'" in problems["KUBE_POD_LABELS"].accepted
+    assert "operator Exists takes no value" in problems["KUBE_TOLERATIONS"].accepted
+    assert problems["KUBE_POD_LABELS"].given == "team=hpc,dask.org/component=x"
+
+
+def test_the_pod_settings_configure_kubernetes_only():
+    settings = load_settings(**SLURM, kube_pod_labels="not a label", kube_worker_placement="scatter")
+    assert set(settings.ignored) == {"kube_pod_labels", "kube_worker_placement"}
+
+
+def test_an_origin_kubecluster_name_still_reads():
+    assert load_settings(**KUBE, kubecluster_name="dask-bench").kubecluster_name == "dask-bench"
+
+
+# --- results in a pod --------------------------------------------------------------------------------------
+
+IN_POD = [("KUBERNETES_SERVICE_HOST", "10.96.0.1", "KUBERNETES_SERVICE_HOST is set"),
+          ("AIRFLOW__CORE__EXECUTOR", "KubernetesExecutor", "AIRFLOW__CORE__EXECUTOR=KubernetesExecutor"),
+          ("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor,KubernetesExecutor", "every task runs in a pod")]
+
+
+@pytest.mark.parametrize(("variable", "value", "why"), IN_POD, ids=["pod", "k8s-executor", "multi-executor"])
+def test_in_a_pod_a_sqlite_results_file_is_refused_saying_how_to_share_one(monkeypatch, tmp_path, variable, value,
+                                                                           why):
+    monkeypatch.setenv(variable, value)
+    for given in ({}, {"results_url": f"sqlite:///{tmp_path / 'x.db'}"}, {"results_url": "sqlite://"}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(**given)
+        [problem] = caught.value.problems
+        assert problem.setting == "RESULTS_URL" and problem.given == given.get("results_url")
+        for hint in ("postgresql+psycopg://", "RESULTS_CONN_ID", "results.existingSecret", why,
+                     "RESULTS_SQLITE_PERSISTENT=True"):
+            assert hint in problem.accepted, hint
+    load_settings(results_url="postgresql+psycopg://bench:pw@db:5432/daskweak")
+    load_settings(results_conn_id="daskweak_results")  # Airflow hands the Connection's URL to validate
+    load_settings(results_sqlite_persistent=True)  # RES_DIR on a volume every pod mounts, on purpose
+    with pytest.raises(ConfigError):  # the Connection's URL, as the DAG resolves it, judged too
+        load_settings(results_conn_id="daskweak_results", results_url="sqlite:////results/x.db")
+
+
+def test_outside_a_pod_sqlite_is_the_default(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert load_settings().database_url.startswith("sqlite:///")
+
+
+def test_the_validate_task_and_the_cli_refuse_sqlite_in_a_pod(monkeypatch, tmp_path):
+    from daskweak.orchestration import validate
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    with pytest.raises(ConfigError, match="RESULTS_SQLITE_PERSISTENT"):
+        validate(None, {"max_n_cores": 1})
+    assert validate(None, {"max_n_cores": 1, "results_url": "postgresql+psycopg://u:pw@db/x"})["results_url"] \
+        == "postgresql+psycopg://u:***@db/x"
+    for command in ("plan", "run"):
+        done = subprocess.run([sys.executable, "-m", "daskweak", command, "--set", "MAX_N_CORES=1"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and "RESULTS_URL" in done.stdout + done.stderr, done.stdout + done.stderr
+        assert "RESULTS_SQLITE_PERSISTENT" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()  # refused before anything was written
