@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from daskweak.backends.kubernetes.nodes import node_type, pods_can_land
-from daskweak.settings import Settings
+from daskweak.errors import ConfigError
+from daskweak.settings import Settings, load_settings
 from daskweak.store import ResultStore
 from daskweak.tls import ensure_certificates, mounted_secret, security
 from tests.conftest import kubectl
@@ -32,6 +33,8 @@ KUBERNETES = "1.37.0"  # the newest schema set kubernetes-validate ships
 NAMESPACE = "bench"
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding"}
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+# The CronJob keeps its results in a database (a Secret with RESULTS_URL) or on a claim: one of them is required.
+CRON = {"cronjob": {"enabled": True}, "results": {"existingSecret": "results-db"}}
 
 
 def render(values=None, release="daskweak", namespace=NAMESPACE, chart_dir=CHART):
@@ -147,6 +150,10 @@ SWEEP_NEEDS = {
     ("kubernetes.dask.org", "daskworkergroups"): {"get", "list", "watch", "create", "delete"},
     ("", "pods"): {"get", "list"},  # Pod.list by label, Pod.ready
     ("", "services"): {"get", "list"},  # Service.get: a list with fieldSelector metadata.name
+    # a refused pod's FailedCreate events (the API's message), and the operator's Deployments and ReplicaSets
+    ("", "events"): {"get", "list", "watch"},
+    ("apps", "deployments"): {"get", "list"},
+    ("apps", "replicasets"): {"get", "list"},
 }
 ALL_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 
@@ -166,7 +173,7 @@ def test_role_grants_what_the_benchmark_does_and_no_more(tls):
         assert not allows(role, "", "secrets", verb, "someone-elses-secret"), verb
         assert not allows(role, "", "secrets", verb), verb  # no name: create, or a list of all Secrets
     for resource, verb in [("pods/exec", "create"), ("pods/log", "get"), ("configmaps", "get"),
-                           ("serviceaccounts/token", "create"), ("events", "list")]:
+                           ("serviceaccounts/token", "create"), ("events", "create"), ("events", "delete")]:
         assert not allows(role, "", resource, verb, "daskweak-tls"), (resource, verb)
     for rule in role["rules"]:
         assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
@@ -202,7 +209,7 @@ def test_role_follows_the_tls_secret_name(tls_values):
 
 
 def test_configmap_holds_only_real_settings_that_validate(cert_dir, tls_values):
-    for values in (None, tls_values, {"cronjob": {"enabled": True}}):
+    for values in (None, tls_values, CRON):
         data = by_kind(render(values))["ConfigMap"]["data"]
         assert set(data) <= SETTING_NAMES, set(data) - SETTING_NAMES
         settings = Settings(_env_file=None, **{key.lower(): value for key, value in data.items()})
@@ -265,7 +272,7 @@ def test_tls_with_an_existing_secret_only_configures_the_benchmark():
 
 
 def test_cronjob_runs_the_sweep_as_the_service_account():
-    objects = render({"cronjob": {"enabled": True}})
+    objects = render(CRON)
     validate(objects)
     kinds = by_kind(objects)
     cron = kinds["CronJob"]["spec"]
@@ -281,10 +288,12 @@ def test_cronjob_runs_the_sweep_as_the_service_account():
     assert container["command"] == ["daskweak", "run"]
     assert container["envFrom"] == [{"configMapRef": {"name": kinds["ConfigMap"]["metadata"]["name"]}}]
     assert {"name": "RES_DIR", "value": "/results"} in container["env"]
-    assert not any(env["name"] == "RESULTS_URL" for env in container["env"])
+    assert {"name": "RESULTS_URL", "valueFrom": {"secretKeyRef": {"name": "results-db", "key": "RESULTS_URL"}}} \
+        in container["env"]
+    assert not any(env["name"] == "RESULTS_SQLITE_PERSISTENT" for env in container["env"])
     assert container["resources"]["limits"]["memory"]
     assert {"name": "results", "mountPath": "/results"} in container["volumeMounts"]
-    assert {"name": "results", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "results", "emptyDir": {}} in pod["volumes"]  # the CSV exports only: the rows are in the database
 
 
 def test_cronjob_results_from_a_secret_and_a_claim():
@@ -296,6 +305,94 @@ def test_cronjob_results_from_a_secret_and_a_claim():
     assert {"name": "RESULTS_URL", "valueFrom": {"secretKeyRef": {"name": "results-db", "key": "RESULTS_URL"}}} \
         in pod["containers"][0]["env"]
     assert {"name": "results", "persistentVolumeClaim": {"claimName": "daskweak-results"}} in pod["volumes"]
+
+
+def cron_environment(kinds, secrets=None):
+    """The CronJob container's environment as the kubelet makes it: the ConfigMap (envFrom), then `env`, a
+    secretKeyRef read from `secrets` ({(secret, key): value}, the stand-in for the Secret's content)."""
+    [container] = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    env = dict(kinds["ConfigMap"]["data"])
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = (secrets or {})[ref["name"], ref["key"]]
+    return env
+
+
+def settings_in_the_pod(env, monkeypatch):
+    """The settings `daskweak run` reads in the CronJob's pod (KUBERNETES_SERVICE_HOST is in every pod's env)."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    return load_settings(**{key.lower(): value for key, value in env.items()})
+
+
+def test_cronjob_without_a_database_or_a_claim_is_refused_by_helm():
+    """A CronJob writing SQLite into its pod's emptyDir loses every result with the pod: `helm template` fails,
+    saying what to give."""
+    with pytest.raises(helm.HelmRenderError) as caught:
+        render({"cronjob": {"enabled": True}})
+    text = str(caught.value)
+    assert "results.existingSecret or results.persistentVolumeClaim is required when cronjob.enabled" in text
+    assert "postgresql+psycopg://" in text
+    assert "CronJob" not in by_kind(render())  # no CronJob: nothing required
+
+
+def test_the_cronjobs_settings_validate_in_its_pod_with_a_database(monkeypatch):
+    kinds = by_kind(render(CRON))
+    url = "postgresql+psycopg://bench:pw@db.bench.svc:5432/daskweak"
+    settings = settings_in_the_pod(cron_environment(kinds, {("results-db", "RESULTS_URL"): url}), monkeypatch)
+    assert settings.database_url == url and settings.results_sqlite_persistent is False
+
+
+def test_cronjob_with_only_a_claim_keeps_sqlite_on_it_on_purpose(monkeypatch):
+    values = {"cronjob": {"enabled": True}, "results": {"persistentVolumeClaim": "daskweak-results"}}
+    objects = render(values)
+    validate(objects)
+    kinds = by_kind(objects)
+    pod = kinds["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert {"name": "results", "persistentVolumeClaim": {"claimName": "daskweak-results"}} in pod["volumes"]
+    env = cron_environment(kinds)
+    assert env["RESULTS_SQLITE_PERSISTENT"] == "true" and "RESULTS_URL" not in env
+    settings = settings_in_the_pod(env, monkeypatch)
+    assert settings.database_url == "sqlite:////results/daskweak.sqlite"
+    with pytest.raises(ConfigError, match="RESULTS_SQLITE_PERSISTENT"):  # what the chart spares the user
+        settings_in_the_pod({k: v for k, v in env.items() if k != "RESULTS_SQLITE_PERSISTENT"}, monkeypatch)
+
+
+DASK_PODS = {"imagePullSecrets": [{"name": "registry-a"}, {"name": "registry-b"}], "daskPods": {
+    "placement": "pack", "nodeSelector": {"example.org/pool": "dask"},
+    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"},
+                    {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}],
+    "priorityClassName": "benchmark", "serviceAccountName": "dask-pods",
+    "labels": {"team": "hpc"}, "annotations": {"example.org/note": "nightly, by the chart"}}}
+
+
+def test_dask_pod_values_reach_the_scheduler_and_worker_pods_through_the_configmap():
+    data = by_kind(render(helm.values_from_yaml(yaml.safe_dump(DASK_PODS))))["ConfigMap"]["data"]
+    settings = Settings(_env_file=None, **{key.lower(): value for key, value in data.items()})
+    dask_pods = DASK_PODS["daskPods"]
+    assert settings.kube_worker_placement == "pack"
+    assert settings.kube_image_pull_secrets == ["registry-a", "registry-b"]
+    assert settings.kube_node_selector == dask_pods["nodeSelector"]
+    assert settings.kube_tolerations == dask_pods["tolerations"]  # tolerationSeconds still an integer
+    assert (settings.kube_priority_class, settings.kube_service_account) == ("benchmark", "dask-pods")
+    assert settings.kube_pod_labels == {"team": "hpc"}
+    assert settings.kube_pod_annotations == {"example.org/note": "nightly, by the chart"}
+    from daskweak.backends.kubernetes.manifests import manifests
+    from daskweak.plan import make_plan
+
+    [cluster] = manifests(settings, make_plan(settings)[-1], "r")
+    for part in (cluster["spec"]["scheduler"], cluster["spec"]["worker"]):
+        spec = part["spec"]
+        assert spec["imagePullSecrets"] == [{"name": "registry-a"}, {"name": "registry-b"}]
+        assert spec["nodeSelector"] == dask_pods["nodeSelector"] and spec["tolerations"] == dask_pods["tolerations"]
+        assert (spec["priorityClassName"], spec["serviceAccountName"]) == ("benchmark", "dask-pods")
+        assert part["metadata"] == {"labels": dask_pods["labels"], "annotations": dask_pods["annotations"]}
+    defaults = by_kind(render())["ConfigMap"]["data"]
+    assert defaults["KUBE_WORKER_PLACEMENT"] == "spread"
+    assert not {key for key in defaults if key.startswith("KUBE_")} - {
+        "KUBE_NAMESPACE", "KUBE_SERVICE_TYPE", "KUBE_WORKER_PLACEMENT"}  # the rest unset: their defaults
 
 
 def cronjob_tls_volume(kinds):
@@ -310,7 +407,7 @@ def cronjob_tls_volume(kinds):
 @pytest.mark.parametrize("created", [True, False], ids=["chart-secret", "k8s-secret"])
 def test_cronjob_with_tls_mounts_the_secret_read_only_at_cert_dir(created, tls_values):
     tls = {**tls_values["tls"]} if created else {"enabled": True, "create": False, "secretName": "made-by-k8s-secret"}
-    objects = render({"cronjob": {"enabled": True}, "tls": tls})
+    objects = render({**CRON, "tls": tls})
     validate(objects)
     kinds = by_kind(objects)
     assert ("Secret" in kinds) is created
@@ -331,7 +428,7 @@ def test_cronjob_with_tls_mounts_the_secret_read_only_at_cert_dir(created, tls_v
 
 
 def test_cronjob_with_tls_needs_an_fs_group(tls_values):
-    values = {"cronjob": {"enabled": True}, **tls_values, "securityContext": {"fsGroup": None}}
+    values = {**CRON, **tls_values, "securityContext": {"fsGroup": None}}
     with pytest.raises(helm.HelmRenderError, match=re.escape("securityContext.fsGroup is required")):
         render(values)
     assert "Secret" in by_kind(render({**tls_values, "securityContext": {"fsGroup": None}}))  # no CronJob: no need
@@ -340,7 +437,7 @@ def test_cronjob_with_tls_needs_an_fs_group(tls_values):
 def test_the_secret_as_the_cronjob_mounts_it_is_the_clients_cert_dir(tmp_path, cert_dir, tls_values):
     """The chart's Secret laid out as its CronJob volume (items, mode, read-only directory): the client's Security
     takes tls.crt/tls.key as they are, writes nothing and needs no CA key."""
-    kinds = by_kind(render({"cronjob": {"enabled": True}, **tls_values}))
+    kinds = by_kind(render({**CRON, **tls_values}))
     _, _, volume, _ = cronjob_tls_volume(kinds)
     data = kinds["Secret"]["data"]
     mounted = tmp_path / "certs"
@@ -364,8 +461,8 @@ def test_the_secret_as_the_cronjob_mounts_it_is_the_clients_cert_dir(tmp_path, c
 
 def test_no_ca_key_goes_into_the_cluster(cert_dir, tls_values):
     ca_key = (cert_dir / "ca.key").read_text()
-    for values in (tls_values, {"cronjob": {"enabled": True}, **tls_values},
-                   {"cronjob": {"enabled": True}, "tls": {"enabled": True, "create": False}}):
+    for values in (tls_values, {**CRON, **tls_values},
+                   {**CRON, "tls": {"enabled": True, "create": False}}):
         text = "\n".join(yaml.safe_dump(obj) for obj in render(values))
         assert "ca.key" not in text
         for secret_text in (ca_key, base64.b64encode(ca_key.encode()).decode(), ca_key.splitlines()[1]):
@@ -380,9 +477,9 @@ def test_no_ca_key_goes_into_the_cluster(cert_dir, tls_values):
 def test_lint_is_clean(strict, tls_values):
     assert lint_problems(None, strict) == []
     assert lint_problems(tls_values, strict) == []
-    with_cron = {"cronjob": {"enabled": True}, **tls_values}
+    with_cron = {**CRON, **tls_values}
     assert lint_problems(with_cron, strict) == []
-    assert lint_problems({"cronjob": {"enabled": True}, "tls": {"enabled": True, "create": False}}, strict) == []
+    assert lint_problems({**CRON, "tls": {"enabled": True, "create": False}}, strict) == []
 
 
 def test_schema_is_draft_07_and_accepts_the_defaults():
@@ -431,6 +528,16 @@ SCHEMA_VIOLATIONS = [
     ("image:\n  pullPolicy: Sometimes\n", "/image/pullPolicy"),
     ("rbac:\n  readNodes: maybe\n", "/rbac/readNodes"),
     ("rbac:\n  readSecrets: true\n", "readSecrets"),
+    ("settings:\n  KUBECLUSTER_NAME: 1bench\n", "/settings/KUBECLUSTER_NAME"),
+    ("settings:\n  KUBE_NODE_SELECTOR: pool=dask\n", "/settings/KUBE_NODE_SELECTOR"),
+    ("daskPods:\n  placement: scatter\n", "/daskPods/placement"),
+    ("daskPods:\n  nodeSelector:\n    pool: has space\n", "/daskPods/nodeSelector/pool"),
+    ("daskPods:\n  labels:\n    dask.org/component: x\n", "dask.org/component"),
+    ("daskPods:\n  tolerations:\n    - key: spot\n      effect: Never\n", "/daskPods/tolerations/0/effect"),
+    ("daskPods:\n  tolerations:\n    - key: spot\n      when: always\n", "when"),
+    ("daskPods:\n  priorityClassName: High\n", "/daskPods/priorityClassName"),
+    ("daskPods:\n  hostNetwork: true\n", "hostNetwork"),
+    ("imagePullSecrets:\n  - name: Registry_A\n", "/imagePullSecrets/0/name"),
 ]
 
 
@@ -456,7 +563,7 @@ def test_notes_tell_how_to_install_the_operator_and_run():
     assert "helm repo add dask https://helm.dask.org" in text
     assert "helm install --create-namespace -n dask-operator --generate-name dask/dask-kubernetes-operator" in text
     assert "daskweak k8s-secret" in text
-    assert "kubectl -n bench create job --from=cronjob/daskweak" in notes({"cronjob": {"enabled": True}})
+    assert "kubectl -n bench create job --from=cronjob/daskweak" in notes(CRON)
     tls_notes = notes({"tls": {"enabled": True, "create": False}})
     assert "CERT_DIR=/etc/dask/tls" in tls_notes and "workers.extraVolumes/extraVolumeMounts" in tls_notes
 
@@ -474,11 +581,37 @@ def test_airflow_example_uses_this_charts_account_and_configmap():
     assert values["dags"]["gitSync"]["enabled"] is False
 
 
+def test_airflow_example_keeps_results_in_a_postgresql_connection_every_task_pod_reaches(monkeypatch):
+    """A task pod of the example (KubernetesExecutor): its environment (the ConfigMap, the example's `env`, the
+    Connection from its `secret`) passes validation at parse time, and the Connection's URL, as the DAG hands it
+    to the validate task, is PostgreSQL; a SQLite Connection would be refused there."""
+    from airflow.models.connection import Connection
+
+    from daskweak.orchestration import connection_url
+
+    values = yaml.safe_load(AIRFLOW_EXAMPLE.read_text())
+    env = dict(by_kind(render())["ConfigMap"]["data"]) | {item["name"]: item["value"] for item in values["env"]}
+    [secret] = values["secret"]
+    assert secret["secretName"] == "daskweak-results" and secret["envName"] == secret["secretKey"]
+    conn_id = env["RESULTS_CONN_ID"]
+    assert secret["envName"] == f"AIRFLOW_CONN_{conn_id.upper()}"
+    assert f"{secret['envName']}='postgresql://" in AIRFLOW_EXAMPLE.read_text()  # the kubectl line shown
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", values["executor"])
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    overrides = {key.lower(): value for key, value in env.items()}
+    load_settings(**overrides)  # the DAG processor's parse: the Connection is resolved at run time
+    url = connection_url(Connection(conn_id=conn_id, uri="postgresql://daskweak:pw@db.bench.svc:5432/daskweak"))
+    assert url.startswith("postgresql+psycopg://")
+    assert load_settings(**overrides, results_url=url).database_url == url
+    with pytest.raises(ConfigError, match="RESULTS_URL"):
+        load_settings(**overrides, results_url=connection_url(Connection(conn_id=conn_id, uri="sqlite:///x.db")))
+
+
 def test_airflow_example_mounts_the_tls_secret_at_cert_dir_like_the_cronjob(tls_values):
     """Task pods (the Airflow chart's pod-template-file renders workers.extraVolumes/extraVolumeMounts) get the
     same Secret volume as the CronJob, at the CERT_DIR the ConfigMap gives them."""
     workers = yaml.safe_load(AIRFLOW_EXAMPLE.read_text())["workers"]
-    kinds = by_kind(render({"cronjob": {"enabled": True}, **tls_values}))
+    kinds = by_kind(render({**CRON, **tls_values}))
     _, _, volume, mount = cronjob_tls_volume(kinds)
     [task_volume] = workers["extraVolumes"]
     [task_mount] = workers["extraVolumeMounts"]
@@ -585,7 +718,7 @@ def runtime_account_may_only_do_what_a_run_does(namespace, release, tls):
         decisions[verb, "secrets"] = False
     for verb, resource in [("create", "pods --subresource=exec"), ("get", "pods --subresource=log"),
                            ("create", "serviceaccounts --subresource=token"),
-                           ("get", "configmaps"), ("list", "events"), ("create", "roles.rbac.authorization.k8s.io"),
+                           ("get", "configmaps"), ("create", "events"), ("create", "roles.rbac.authorization.k8s.io"),
                            ("create", "rolebindings.rbac.authorization.k8s.io"), ("impersonate", "serviceaccounts")]:
         decisions[verb, resource] = False
     answers = {key: can_i(namespace, account, *key) for key in decisions}
@@ -654,7 +787,7 @@ def sweep_as_the_service_account(namespace, release, values, kube, cert_dir, tmp
 
     # The client's CERT_DIR as the CronJob and Airflow task pods have it: the Secret's three keys as the API gives
     # them to the ServiceAccount, mode 0440, on a read-only file system; no CA key anywhere.
-    _, _, volume, _ = cronjob_tls_volume(by_kind(render({"cronjob": {"enabled": True}, **values})))
+    _, _, volume, _ = cronjob_tls_volume(by_kind(render({**CRON, **values})))
     secret = json.loads(kubectl("get", "secret", volume["secret"]["secretName"], "-o", "json", kubeconfig=config))
     assert secret["type"] == "kubernetes.io/tls" and "ca.key" not in secret["data"]
     mounted = tmp_path / "mounted-secret"
