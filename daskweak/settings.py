@@ -204,8 +204,8 @@ class Settings(BaseSettings):
         "nodeSelector of the Dask pods.",
     )
     kube_tolerations: Annotated[list[dict[str, Any]], NoDecode] = _setting(
-        [], "a JSON list of tolerations: {key, operator Equal|Exists, value, effect NoSchedule|PreferNoSchedule|"
-        "NoExecute, tolerationSeconds (NoExecute only)}", "tolerations of the Dask pods.",
+        [], "a JSON list of tolerations: {key, operator (Equal or Exists), value, effect (NoSchedule, "
+        "PreferNoSchedule or NoExecute), tolerationSeconds (NoExecute only)}", "tolerations of the Dask pods.",
     )
     kube_priority_class: str | None = _setting(
         None, "a PriorityClass name (lowercase letters, digits, '-', '.')", "priorityClassName of the Dask pods.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+import subprocess
 from importlib.resources import files
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from daskweak.backends.kubernetes.manifests import TLS_DIR, cluster_name, manifests
+from daskweak.backends.kubernetes.manifests import TLS_DIR, cluster_name, manifests, worker_spread
 from daskweak.backends.kubernetes.tls_secret import tls_secret
 from daskweak.plan import make_plan
 from daskweak.settings import load_settings
@@ -336,3 +337,113 @@ def test_a_kubecluster_name_that_cannot_name_a_service_is_refused(name):
     [problem] = caught.value.problems
     assert problem.setting == "KUBECLUSTER_NAME" and problem.given == name
     assert "a lowercase letter" in problem.accepted and "DNS-1035" in problem.accepted
+
+
+def dry_run(objects: list[dict], namespace: str, check: bool = True) -> str:
+    """`kubectl create --dry-run=server`: the real API server validates and admits `objects`, stores nothing."""
+    listed = {"apiVersion": "v1", "kind": "List", "items": [{**obj, "metadata": {**obj["metadata"],
+                                                                                   "namespace": namespace}}
+                                                              for obj in objects]}
+    return kubectl("create", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(listed), check=check)
+
+
+def operator_objects(resources: list[dict]) -> list[dict]:
+    """The objects the installed operator creates for the manifests (its own builders), and a Pod per template."""
+    from dask_kubernetes.operator.controller.controller import build_scheduler_service_spec
+
+    cluster = resources[0]
+    name = cluster["metadata"]["name"]
+    templates = operator_pod_templates(resources)
+    service = build_scheduler_service_spec(name, cluster["spec"]["scheduler"]["service"], {},
+                                           cluster["metadata"]["labels"])
+    pods = [{"apiVersion": "v1", "kind": "Pod",
+             "metadata": {**t["metadata"], "name": f"{t['metadata']['name']}-5d4f8b7c9f-x2x7q"}, "spec": t["spec"]}
+            for t in templates["scheduler"] + templates["worker"]]
+    deployments = [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": t["metadata"],
+                    "spec": {"replicas": 1, "selector": {"matchLabels": t["metadata"]["labels"]}, "template": t}}
+                   for t in templates["scheduler"] + templates["worker"]]
+    return [service, *deployments, *pods]
+
+
+def test_the_api_server_accepts_every_object_named_from_the_longest_kubecluster_name(kube_namespace):
+    """The DaskCluster, its DaskWorkerGroup, and what the operator makes of them (the scheduler Service, the
+    Deployments, their pods) for the longest KUBECLUSTER_NAME and the longest worker-group suffix, dry-run on the
+    real API server: every name passes its rule there. A Service one character too long, or named after a
+    leading digit, is refused by the same server."""
+    settings = settings_for(kube_namespace=kube_namespace, kubecluster_name="a" + "-b" * 31,
+                            max_n_cores=99_999_999, step_by=33_333_333, cores_per_node=66_666_666,
+                            mem_per_node=None)
+    step = make_plan(settings)[-1]
+    resources = manifests(settings, step, "scheduled__2026-11-30T02:00:00+00:00")
+    from dask_kubernetes.operator.validation import validate_cluster_name
+
+    validate_cluster_name(resources[0]["metadata"]["name"])  # the operator's own rule (≤ 53: its Service's room)
+    objects = [*resources, *operator_objects(resources)]
+    created = dry_run(objects, kube_namespace).splitlines()
+    assert len(created) == len(objects) == 2 + 1 + 3 + 3, created
+    service = operator_objects(resources)[0]
+    assert len(service["metadata"]["name"]) <= 63
+    for bad in (service["metadata"]["name"] + "x" * (64 - len(service["metadata"]["name"])),
+                "1" + service["metadata"]["name"][1:]):
+        refused = subprocess.run(["kubectl", "create", "--dry-run=server", "-n", kube_namespace, "-f", "-"],
+                                 input=json.dumps({**service, "metadata": {**service["metadata"], "name": bad}}),
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "Invalid value" in refused.stderr, refused.stderr
+    assert kubectl("get", "daskclusters,services,deployments,pods", "-n", kube_namespace, "-o", "name") == ""
+
+
+def test_the_sites_pod_settings_reach_the_pods_the_real_operator_makes(kube_namespace):
+    """A DaskCluster with every site setting, on the real API server with the real operator (k8s-local): its
+    scheduler and worker pods (both worker groups) carry the pull secrets, node selector, tolerations, priority
+    class, service account, labels and annotations; the node selector is honoured (k8s-local's scheduler
+    filters by it; pack, since spread would need a node per worker pod). The spread selector picks exactly the
+    worker pods as the operator labelled them. The pods run (the process runtime ignores the non-root user; the
+    podman tests run the image as it)."""
+    node = kubectl("get", "nodes", "-o", "jsonpath={.items[-1:].metadata.name}")
+    kubectl("create", "serviceaccount", "dask-pods", "-n", kube_namespace)
+    priority = f"daskweak-test-{kube_namespace}"
+    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                                                 "metadata": {"name": priority}, "value": 1000}))
+    settings = settings_for(
+        kube_namespace=kube_namespace, max_n_cores=3, step_by=3, cores_per_node=2, worker_mode="threads",
+        kube_worker_placement="pack",
+        kube_image_pull_secrets="registry-a", kube_node_selector=f"kubernetes.io/hostname={node}",
+        kube_tolerations='[{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"}]',
+        kube_priority_class=priority, kube_service_account="dask-pods",
+        kube_pod_labels="team=hpc", kube_pod_annotations='{"example.org/note": "nightly, site"}')
+    resources = manifests(settings, make_plan(settings)[-1], "site-settings", "LoadBalancer")
+    name = resources[0]["metadata"]["name"]
+    try:
+        for resource in resources:
+            kubectl("apply", "-f", "-", stdin=json.dumps(resource))
+
+        def pods() -> list[dict]:
+            return json.loads(kubectl("get", "pods", "-n", kube_namespace, "-l", f"dask.org/cluster-name={name}",
+                                      "-o", "json"))["items"]
+
+        def running() -> bool:
+            found = pods()
+            return len(found) == 3 and all(p["status"].get("phase") == "Running" for p in found)
+
+        assert wait_until(running, timeout=180), [(p["metadata"]["name"], p["status"]) for p in pods()]
+        for found in pods():
+            spec, metadata = found["spec"], found["metadata"]
+            assert spec["nodeName"] == node
+            assert spec["imagePullSecrets"] == [{"name": "registry-a"}]
+            assert spec["nodeSelector"] == {"kubernetes.io/hostname": node}
+            assert {"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"} \
+                in spec["tolerations"]
+            assert (spec["priorityClassName"], spec["serviceAccountName"]) == (priority, "dask-pods")
+            assert spec["priority"] == 1000  # the Priority admission resolved the class
+            assert metadata["labels"]["team"] == "hpc"
+            assert metadata["annotations"]["example.org/note"] == "nightly, site"
+            assert spec["securityContext"]["runAsUser"] == 10001
+        workers = {p["metadata"]["name"] for p in pods() if p["metadata"]["labels"]["dask.org/component"] == "worker"}
+        assert len(workers) == 2  # the DaskCluster's pod of 2 cores, the DaskWorkerGroup's of 1
+        [term] = worker_spread(name)["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        selector = ",".join(f"{k}={v}" for k, v in term["labelSelector"]["matchLabels"].items())
+        assert set(kubectl("get", "pods", "-n", kube_namespace, "-l", selector, "-o",
+                           "jsonpath={.items[*].metadata.name}").split()) == workers
+    finally:
+        kubectl("delete", "daskcluster", name, "-n", kube_namespace, "--ignore-not-found", "--timeout=120s")
+        kubectl("delete", "priorityclass", priority, "--ignore-not-found")

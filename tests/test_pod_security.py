@@ -9,11 +9,15 @@ accepts these pods as they are."""
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
 
 import pytest
 
 from daskweak.backends.kubernetes.manifests import manifests
 from daskweak.plan import make_plan
+from daskweak.settings import load_settings
+from tests.conftest import kubectl
 from tests.pod_security import pod, violations
 from tests.test_manifests import SITE, operator_pod_templates, settings_for
 
@@ -82,6 +86,46 @@ CHART_VALUES = {
 def test_every_pod_the_chart_renders_meets_the_restricted_profile(values):
     [cron] = chart_pods(values)
     assert violations(cron) == []
+
+
+def chart_dask_pods(values) -> list[dict]:
+    """The scheduler and worker pods of every step of the sweep the chart configures: its ConfigMap, read as the
+    CronJob's (or an Airflow task's) `envFrom` gives it to `daskweak run`, made into manifests and the operator's
+    pods."""
+    from tests.test_chart import by_kind, render
+
+    data = by_kind(render(values))["ConfigMap"]["data"]
+    settings = load_settings(**{key.lower(): value for key, value in data.items()})
+    found = []
+    for step in make_plan(settings):
+        templates = operator_pod_templates(manifests(settings, step, "scheduled__2026-11-30T02:00:00+00:00"))
+        found += [pod(t["spec"], t["metadata"]) for t in templates["scheduler"] + templates["worker"]]
+    return found
+
+
+DASK_POD_VALUES = {
+    "defaults": {},
+    "tls": {"tls": {"enabled": True, "create": False}},
+    "site": {"imagePullSecrets": [{"name": "registry"}], "settings": {"SCHEDULER_HOST": "node-2"}, "daskPods": {
+        "placement": "pack", "nodeSelector": {"pool": "dask"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"}],
+        "priorityClassName": "benchmark", "serviceAccountName": "dask-pods", "labels": {"team": "hpc"},
+        "annotations": {"example.org/note": "nightly"}}},
+}
+
+
+@pytest.mark.parametrize("values", DASK_POD_VALUES.values(), ids=DASK_POD_VALUES.keys())
+def test_every_dask_pod_the_charts_settings_make_meets_the_restricted_profile(values):
+    pods = chart_dask_pods(values)
+    assert {p["metadata"]["labels"]["dask.org/component"] for p in pods} == {"scheduler", "worker"}
+    assert len(pods) >= 5  # the chart's sweep (MAX_N_CORES 4, nodes of 2): 1, 2 and 2 + 2 cores, a scheduler each
+    for checked in pods:
+        assert violations(checked) == [], checked["metadata"]["name"]
+        if "daskPods" in values:  # the site's values did reach these pods
+            assert checked["spec"]["serviceAccountName"] == "dask-pods"
+            assert checked["metadata"]["labels"]["team"] == "hpc"
+        if "tls" in values:
+            assert checked["spec"]["volumes"][0]["secret"]["defaultMode"] == 0o440
 
 
 def compliant() -> dict:
@@ -167,3 +211,59 @@ def test_the_baseline_profile_alone_allows_what_only_restricted_forbids():
     assert violations(checked, "baseline") == []
     assert len(violations(checked, "restricted")) >= 4
 
+
+# --- on a real API server --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [VARIANTS["tls"], VARIANTS["site-settings"]], ids=["tls", "site-settings"])
+def test_the_api_server_accepts_every_pod_of_the_manifests(kube_namespace, overrides):
+    """`kubectl apply --dry-run=server`: the API server's validation and admission of each Pod, as the operator's
+    ReplicaSets would create it; what comes back (defaults filled in) still meets the profile. k8s-local is
+    Kubernetes 1.20, without Pod Security admission (see the module's doc); its Priority admission does run: a
+    PriorityClass that does not exist gets the pods refused by the same dry run."""
+    overrides = dict(overrides)
+    if "kube_priority_class" in overrides:  # cluster-scoped: a name of this test's own
+        overrides["kube_priority_class"] = f"{overrides['kube_priority_class']}-{kube_namespace}"
+        priority = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "value": 1000,
+                    "metadata": {"name": overrides["kube_priority_class"]}}
+        kubectl("apply", "-f", "-", stdin=json.dumps(priority))
+    try:
+        pods = manifest_pods(kube_namespace, overrides)
+        accepted = dry_run(pods)
+        assert accepted.returncode == 0, accepted.stderr
+        back = json.loads(accepted.stdout)["items"]
+        assert [p["metadata"]["name"] for p in back] == [p["metadata"]["name"] for p in pods]
+        for sent, stored in zip(pods, back, strict=True):
+            assert stored["spec"]["securityContext"] == sent["spec"]["securityContext"]
+            assert stored["spec"]["containers"][0]["securityContext"] == \
+                sent["spec"]["containers"][0]["securityContext"]
+            assert violations(pod(stored["spec"], stored["metadata"])) == []
+            if "kube_priority_class" in overrides:
+                assert stored["spec"]["priority"] == 1000  # the Priority admission resolved the class
+        assert kubectl("get", "pods", "-n", kube_namespace, "-o", "name") == ""  # a dry run: nothing created
+        if "kube_priority_class" in overrides:
+            kubectl("delete", "priorityclass", overrides["kube_priority_class"])
+            refused = dry_run(pods)
+            assert refused.returncode != 0 and "no PriorityClass with name" in refused.stderr, refused.stderr
+    finally:
+        if "kube_priority_class" in overrides:  # the namespace's deletion would leave it
+            kubectl("delete", "priorityclass", overrides["kube_priority_class"], "--ignore-not-found")
+
+
+def manifest_pods(kube_namespace: str, overrides: dict) -> list[dict]:
+    """The Pods of the sweep's largest step as the operator's Deployments would create them, in the namespace."""
+    settings = settings_for(kube_namespace=kube_namespace, **overrides)
+    pods = []
+    for templates in operator_pod_templates(manifests(settings, make_plan(settings)[-1], "r")).values():
+        for template in templates:
+            metadata = {**template["metadata"], "name": f"{template['metadata']['name']}-5d4f8b7c9f-x2x7q",
+                        "namespace": kube_namespace}
+            pods.append(pod(template["spec"], metadata))
+    assert len(pods) == 4  # the scheduler, two full-node workers, the smaller last node's worker
+    return pods
+
+
+def dry_run(pods: list[dict]) -> subprocess.CompletedProcess:
+    listed = {"apiVersion": "v1", "kind": "List", "items": pods}
+    return subprocess.run(["kubectl", "apply", "--dry-run=server", "-o", "json", "-f", "-"],
+                          input=json.dumps(listed), capture_output=True, text=True, timeout=120)
