@@ -172,6 +172,39 @@ def kube_namespace(kube: str) -> Iterator[str]:
     assert left == "", f"a test left DaskClusters behind: {left}"
 
 
+def daskclusters(namespace: str) -> list[str]:
+    return kubectl("get", "daskclusters", "-n", namespace, "-o", "name").split()
+
+
+@pytest.fixture
+def kube_settings(small, kube_namespace):
+    """Settings of a small Kubernetes sweep in the test's namespace; the client runs here, outside the cluster."""
+    def make(**overrides):
+        return small(**({"backend": "kubernetes", "kube_namespace": kube_namespace, "container_image": "daskweak:test",
+                         "kube_service_type": "LoadBalancer", "max_n_cores": 2, "suites": "tasks",
+                         "obs_per_iter": 1, "timeout": 90} | overrides))
+
+    return make
+
+
+@pytest.fixture
+def tls_settings(kube_settings, tmp_path):
+    def make(**overrides):
+        return kube_settings(**({"use_ssl": True, "cert_dir": str(tmp_path / "certs"),
+                                 "secret_cert_name": "dw-tls"} | overrides))
+
+    return make
+
+
+def create_secret(settings) -> None:
+    """The TLS Secret of `settings` (CERT_DIR's CA and scheduler pair), made by `daskweak k8s-secret`."""
+    from daskweak.cli import main
+
+    assert main(["k8s-secret", "--set", f"KUBE_NAMESPACE={settings.kube_namespace}", "--set", "USE_SSL=True",
+                 "--set", f"CERT_DIR={settings.cert_dir}", "--set", f"SECRET_CERT_NAME={settings.secret_cert_name}",
+                 "--set", "BACKEND=kubernetes", "--set", "CONTAINER_IMAGE=x"]) == 0
+
+
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"  # screenshots; CI keeps them (git-ignored)
 
 

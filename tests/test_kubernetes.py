@@ -20,38 +20,7 @@ from daskweak.plan import make_plan
 from daskweak.runner import run_sweep
 from daskweak.store import ResultStore
 from tests.airflow_harness import signal_step_process
-from tests.conftest import assert_tls_only, kubectl, wait_until
-
-
-def daskclusters(namespace: str) -> list[str]:
-    return kubectl("get", "daskclusters", "-n", namespace, "-o", "name").split()
-
-
-@pytest.fixture
-def kube_settings(small, kube_namespace, tmp_path):
-    def make(**overrides):
-        return small(**({"backend": "kubernetes", "kube_namespace": kube_namespace, "container_image": "daskweak:test",
-                         "kube_service_type": "LoadBalancer", "max_n_cores": 2, "suites": "tasks",
-                         "obs_per_iter": 1, "timeout": 90} | overrides))
-
-    return make
-
-
-@pytest.fixture
-def tls_settings(kube_settings, tmp_path):
-    def make(**overrides):
-        return kube_settings(**({"use_ssl": True, "cert_dir": str(tmp_path / "certs"),
-                                 "secret_cert_name": "dw-tls"} | overrides))
-
-    return make
-
-
-def create_secret(settings) -> None:
-    from daskweak.cli import main
-
-    assert main(["k8s-secret", "--set", f"KUBE_NAMESPACE={settings.kube_namespace}", "--set", "USE_SSL=True",
-                 "--set", f"CERT_DIR={settings.cert_dir}", "--set", f"SECRET_CERT_NAME={settings.secret_cert_name}",
-                 "--set", "BACKEND=kubernetes", "--set", "CONTAINER_IMAGE=x"]) == 0
+from tests.conftest import assert_tls_only, create_secret, daskclusters, kubectl, wait_until
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])

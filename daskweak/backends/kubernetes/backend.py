@@ -21,7 +21,7 @@ import kr8s
 from distributed import Client
 from kr8s.objects import Pod, Secret, Service, new_class
 
-from daskweak.backends.kubernetes import manifests
+from daskweak.backends.kubernetes import admission, incluster, manifests, ownership, placement
 from daskweak.backends.polling import poll_until
 from daskweak.errors import DaskweakError, ScaleTimeout
 from daskweak.plan import Step
@@ -48,6 +48,8 @@ class KubeDeployment:
     poll_interval: float  # POLL_INTERVAL, for the waits on the scheduler service
     objects: list[Any] = field(default_factory=list)
     address: str | None = None
+    image: str | None = None
+    created: str | None = None  # the DaskCluster's creationTimestamp: events before it are an earlier attempt's
 
 
 def api() -> Any:
@@ -59,23 +61,43 @@ def api() -> Any:
         ) from exc
 
 
+def preflight(settings: Settings) -> None:
+    """What the client's host decides before anything is created: a ClusterIP service needs a client inside."""
+    incluster.check_service_reachable(settings)
+
+
 def start(settings: Settings, step: Step, run_id: str) -> KubeDeployment:
-    """Create the step's DaskCluster and wait for the scheduler's address; delete everything on failure."""
+    """Create the step's DaskCluster and wait for the scheduler's address; delete everything on failure.
+
+    The DaskCluster is owned by the client's pod when the client runs in one (`ownership`), and a smaller last
+    node's DaskWorkerGroup by the DaskCluster, so deleting the one deletes the rest. DaskClusters whose client
+    pod has ended are deleted first."""
+    preflight(settings)
     deadline = time.monotonic() + settings.timeout
     client = api()
     if settings.use_ssl:
         check_tls_secret(client, settings)
+    ownership.delete_orphans(client, settings.kube_namespace, DaskCluster)
     specs = manifests.manifests(settings, step, run_id, settings.kube_service_type)
+    owner = ownership.client_owner(client, settings.kube_namespace)
+    if owner:
+        specs[0]["metadata"]["ownerReferences"] = [owner]
     deployment = KubeDeployment(client, specs[0]["metadata"]["name"], settings.kube_namespace, deadline,
-                                settings.poll_interval)
+                                settings.poll_interval, image=settings.container_image)
     try:
         for spec in specs:
             kind = DaskCluster if spec["kind"] == "DaskCluster" else DaskWorkerGroup
+            if kind is DaskWorkerGroup and deployment.objects:
+                cluster = deployment.objects[0].raw["metadata"]
+                spec["metadata"]["ownerReferences"] = [{"apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+                                                        "name": cluster["name"], "uid": cluster["uid"]}]
             obj = kind(spec, api=client)
             if obj.exists():  # left by a killed attempt of this very step: replace it
                 _delete_and_wait([obj], deadline)
             deployment.objects.append(obj)  # before create: a signal during the call must not hide it from stop
             obj.create()
+            if kind is DaskCluster:
+                deployment.created = obj.raw["metadata"].get("creationTimestamp")
         deployment.address = _wait_for_address(deployment, settings)
     except BaseException:
         stop(deployment)
@@ -100,15 +122,25 @@ def client_options(settings: Settings) -> dict[str, Any]:
 
 
 def not_ready(deployment: KubeDeployment) -> str:
-    """Why planned workers are missing: the state of every worker pod that is not ready."""
+    """Why planned workers are missing: the state of every worker pod that is not ready, and refused pods."""
     pods = Pod.list(namespace=deployment.namespace, api=deployment.api,
                     label_selector={"dask.org/cluster-name": deployment.name, "dask.org/component": "worker"})
     states = [f"{pod.name}: {_pod_state(pod)}" for pod in pods if not pod.ready()]
+    states += admission.refusals(deployment.api, deployment.namespace, deployment.name, deployment.created)
     return "; ".join(states) or "all worker pods are ready"
 
 
+def stalled(deployment: KubeDeployment) -> None:
+    """Asked every POLL_INTERVAL while the step waits for its workers: a worker pod the API refused (a quota
+    the scheduler pod still fitted in) fails the step now, with the API's message."""
+    admission.raise_if_refused(deployment.api, deployment.namespace, deployment.name, deployment.created)
+
+
 def describe(deployment: KubeDeployment) -> dict[str, Any]:
-    return {"daskcluster": deployment.name, "namespace": deployment.namespace, "scheduler": deployment.address}
+    """The step's record: the DaskCluster, the scheduler's address, and its pods with their nodes and start
+    times and the image's size (`placement`)."""
+    return {"daskcluster": deployment.name, "namespace": deployment.namespace, "scheduler": deployment.address,
+            **placement.step_pods(deployment.api, deployment.namespace, deployment.name, deployment.image)}
 
 
 def stop(deployment: KubeDeployment) -> None:
@@ -147,19 +179,25 @@ def _wait_for_address(deployment: KubeDeployment, settings: Settings) -> str:
     port = manifests.SCHEDULER_PORT
     protocol = "tls" if settings.use_ssl else "tcp"
     service_name = f"{deployment.name}-scheduler"
-    if settings.kube_service_type == "ClusterIP":
-        return f"{protocol}://{service_name}.{deployment.namespace}.svc.cluster.local:{port}"
     host: tuple[str, int] | None = None
 
     def reachable() -> bool:
+        """Polled: a refused pod ends the wait at once; ClusterIP waits for the scheduler pod to be ready."""
         nonlocal host
-        host = _reachable_host(deployment, settings, service_name)
+        stalled(deployment)
+        if settings.kube_service_type == "ClusterIP":
+            pod = _scheduler_pod(deployment)
+            if pod is not None and pod.ready():
+                host = (f"{service_name}.{deployment.namespace}.svc.cluster.local", port)
+        else:
+            host = _reachable_host(deployment, settings, service_name)
         return host is not None
 
     if poll_until(reachable, interval=deployment.poll_interval, deadline=deployment.deadline) and host:
         return f"{protocol}://{host[0]}:{host[1]}"
+    what = "had no ready pod" if settings.kube_service_type == "ClusterIP" else "had no address"
     raise ScaleTimeout(
-        f"the scheduler service {service_name} ({settings.kube_service_type}) had no address within "
+        f"the scheduler service {service_name} ({settings.kube_service_type}) {what} within "
         f"TIMEOUT={settings.timeout:g}s: {_scheduler_state(deployment)}"
     )
 
@@ -188,7 +226,10 @@ def _scheduler_pod(deployment: KubeDeployment) -> Any:
 
 def _scheduler_state(deployment: KubeDeployment) -> str:
     pod = _scheduler_pod(deployment)
-    return f"scheduler pod {pod.name}: {_pod_state(pod)}" if pod else "no scheduler pod was created"
+    if pod:
+        return f"scheduler pod {pod.name}: {_pod_state(pod)}"
+    refused = admission.refusals(deployment.api, deployment.namespace, deployment.name, deployment.created)
+    return "; ".join(refused) if refused else "no scheduler pod was created"
 
 
 def _pod_state(pod: Any) -> str:
