@@ -39,6 +39,11 @@ class StepsFailed(DaskweakError):
     """Some steps of the run did not finish cleanly; their rows (if any) are kept."""
 
 
+class ResultsMissing(DaskweakError):
+    """The run's rows are not in the table `finish` reads: its tasks wrote another database (a SQLite file of
+    their own, inside a task pod)."""
+
+
 def default_env_file() -> str | None:
     """DASKWEAK_ENV_FILE, else the project's `.env` when present."""
     explicit = os.environ.get("DASKWEAK_ENV_FILE")
@@ -201,12 +206,16 @@ def finish(
         with store.patient(FINAL_WAIT_SECONDS):
             written = spool.finish_run(run_id, status, now())
         unwritten = None if written else spool.message(spool.pending(run_id), spool.last_error)
-        if unwritten is None:
+        missing = _missing_rows(store, run_id, collected) if unwritten is None else None
+        if unwritten is None and missing is None:
             rows = store.observations(run_id)
             files = export_run(store, run_id, settings.res_dir, settings.res_file_name)
     leftovers = _delete_leftovers(settings, run_id)
     if unwritten is not None:
         raise ResultsNotWritten("\n".join([unwritten, *(f"  {line}" for line in leftovers)]))
+    if missing is not None:
+        raise ResultsMissing("\n".join([_missing_message(run_id, missing, settings.masked_database_url),
+                                        *(f"  {line}" for line in leftovers)]))
     lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
     lines.append(f"run {run_id}: {status}; results in {settings.masked_database_url}")
     lines += [f"  wrote {path}" for path in files]
@@ -216,6 +225,26 @@ def finish(
         raise StepsFailed(f"{text}\nsteps that failed: cores={collected['failed']}")
     return text
 
+
+
+def _missing_rows(store: ResultStore, run_id: str, collected: dict[str, Any]) -> str | None:
+    """What the table lacks of the run: its record (the plan task writes it), or the rows of steps that reported
+    back (`collected`: a step writes its record whatever happened to it). None when all is there."""
+    if run_id not in set(store.runs()["run_id"]):
+        return "no record of the run (the plan task writes it)"
+    reported = {int(cores) for cores in collected.get("time_to_ready", {})}
+    missing = sorted(reported - {int(cores) for cores in store.steps(run_id)["cores_requested"]})
+    return f"no rows of the steps with cores={missing}, which reported back" if missing else None
+
+
+def _missing_message(run_id: str, missing: str, masked_url: str) -> str:
+    return (
+        f"run {run_id}: its results are not in the database this task reads ({masked_url}): {missing}. The tasks "
+        "wrote somewhere else: with RESULTS_URL unset each task writes RES_DIR/daskweak.sqlite where it runs, and "
+        "every KubernetesExecutor or CronJob pod has its own file system. Point RESULTS_URL at a database every "
+        "task reaches (e.g. postgresql+psycopg://user@host/db), or set RESULTS_CONN_ID to an Airflow Connection "
+        "of one; keep SQLite only on a volume every task mounts (a PersistentVolumeClaim)."
+    )
 
 
 def secret_values(env_file: str | None, overrides: dict[str, Any]) -> list[Any]:
