@@ -17,9 +17,8 @@ from daskweak.backends.base import open_cluster
 from daskweak.plan import make_plan
 from daskweak.runner import run_sweep
 from daskweak.store import ResultStore
-from tests.conftest import kubectl, need
+from tests.conftest import create_secret, daskclusters, kubectl, need
 from tests.podman_rig import build_image, k8s_local, podman, podman_rig
-from tests.test_kubernetes import create_secret, daskclusters
 
 pytestmark = pytest.mark.timeout(1800)  # building the image on a fresh machine; the rig's lock may be busy
 KEY = "/etc/dask/tls/tls.key"
