@@ -196,3 +196,16 @@ def test_a_pods_image_is_found_under_the_name_a_kubelet_lists_it(reference, list
     from daskweak.backends.kubernetes.placement import same_image
 
     assert same_image(reference, listed) is same
+
+
+def test_clusterip_is_accepted_where_the_clusters_names_resolve(small, monkeypatch):
+    """A client whose resolver knows the cluster's names (in a pod, or over a VPN into the cluster) may use
+    ClusterIP. This host's resolver does not know kubernetes.default.svc.cluster.local, so the probe asks for a
+    name it does know instead: a stand-in for the cluster's DNS, not a mock of the check."""
+    from daskweak.backends.kubernetes import incluster
+
+    settings = small(backend="kubernetes", kube_namespace="ns", container_image="i", kube_service_type="ClusterIP")
+    with pytest.raises(ConfigError):
+        incluster.check_service_reachable(settings)
+    monkeypatch.setattr(incluster, "CLUSTER_NAME", "localhost")
+    incluster.check_service_reachable(settings)
