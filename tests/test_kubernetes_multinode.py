@@ -4,8 +4,8 @@ pods, where they ran, a pinned scheduler, and pods the API refuses at admission.
 k8s-local's stand-in scheduler puts a pod on the fitting node with the fewest pods (lowest number on a tie), so
 on an otherwise idle rig (CI runs the tests one after another) the worker pods of a step land one per node. It
 does not implement pod anti-affinity (KUBE_WORKER_PLACEMENT=spread), so pods of other tests running on the rig
-at the same time can put two on one node: the assertion then shows every node's pods. Pinned pods honour
-required node affinity.
+at the same time can put two on one node: the tests wait for an idle rig first, and the assertion shows every
+node's pods. Pinned pods honour required node affinity.
 """
 
 from __future__ import annotations
@@ -32,7 +32,17 @@ def three_nodes(kube) -> list[str]:
         from tests.conftest import need
 
         need(f"k8s-local with 3 nodes (K8S_LOCAL_NODES=3); the cluster has {names}")
+    # The stand-in scheduler counts every live pod of a node: pods an earlier test's namespace still holds while
+    # it goes (deleted with --wait=false) would tip its choice. Start on an idle rig.
+    assert wait_until(lambda: not live_pods(), timeout=180), live_pods()
     return NODES
+
+
+def live_pods() -> list[str]:
+    """Every pod of the rig not finished, as namespace/name@node."""
+    every = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
+    return sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}@{p['spec'].get('nodeName')}"
+                  for p in every if p.get("status", {}).get("phase") in ("Pending", "Running"))
 
 
 class PodsSeen(QuietProgress):
@@ -49,10 +59,7 @@ class PodsSeen(QuietProgress):
         self.seen[step.index] = {p["metadata"]["name"]: (p["metadata"]["labels"]["dask.org/component"],
                                                          p["spec"]["nodeName"])
                                  for p in pods if not p["metadata"].get("deletionTimestamp")}
-        every = json.loads(kubectl("get", "pods", "-A", "-o", "json"))["items"]
-        self.everywhere[step.index] = sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}@"
-                                             f"{p['spec'].get('nodeName')}" for p in every
-                                             if p.get("status", {}).get("phase") in ("Pending", "Running"))
+        self.everywhere[step.index] = live_pods()
 
 
 def check_step_record(details: dict[str, Any], seen: dict[str, tuple[str, str]], pods: int,
