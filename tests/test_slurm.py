@@ -679,11 +679,14 @@ def test_on_the_login_node_the_next_run_cancels_the_jobs_of_a_sigkilled_run(slur
     try:
         assert wait_until(killed_run, 240, 1.0), cluster.jobs()
         run_id = killed_run()
-        # the python of the driver this test started (found by its own settings file), on the login node
-        drivers = [p for p in psutil.process_iter(["name", "cmdline"]) if p.info["name"].startswith("python")
-                   and str(env_file) in (p.info["cmdline"] or [])]
-        assert len(drivers) == 1, (driver.poll(), (work / "driver.txt").read_text()[-3000:])
+        # The driver's python is the wrapper's one child (`login` runs nsenter, which execs env, which execs
+        # python). Not found by name or command line: the Dask scheduler it runs renames the process ("dask
+        # scheduler [tcp://…]", setproctitle) whenever an ancestor ran a Dask cluster before (__DASK_PARENT_PID,
+        # which pytest has once any LocalCluster ran in the session).
+        drivers = psutil.Process(driver.pid).children()
+        assert len(drivers) == 1, (driver.poll(), drivers, (work / "driver.txt").read_text()[-3000:])
         [python] = drivers
+        assert "python" in Path(python.exe()).name, (python.exe(), python.cmdline())
         python.send_signal(signal.SIGKILL)
         driver.wait(30)
         assert len(states(run_id)) == 4  # nobody cancelled them …
