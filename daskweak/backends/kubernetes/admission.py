@@ -33,11 +33,11 @@ def refusals(api: Any, namespace: str, cluster: str, since: str | None) -> list[
     except (kr8s.ServerError, httpx.HTTPError, OSError):
         return []  # no right to read events (or no answer now): no early verdict, TIMEOUT still applies
     latest: dict[str, tuple[float, str]] = {}
-    start = _seconds(since)
+    start = api_seconds(since)
     for event in events:
         raw = event.raw
         owner = raw.get("involvedObject", {}).get("name", "")
-        at = _seconds(raw.get("lastTimestamp") or raw.get("eventTime") or raw["metadata"].get("creationTimestamp"))
+        at = api_seconds(raw.get("lastTimestamp") or raw.get("eventTime") or raw["metadata"].get("creationTimestamp"))
         if not owner.startswith(f"{cluster}-") or at < start:
             continue
         if owner not in latest or at >= latest[owner][0]:
@@ -57,7 +57,7 @@ def _component(cluster: str, replicaset: str) -> str:
     return "scheduler pod" if replicaset.startswith(f"{cluster}-scheduler-") else "worker pod"
 
 
-def _seconds(value: str | None) -> float:
+def api_seconds(value: str | None) -> float:
     """An API timestamp (RFC 3339, whole seconds for most fields) as epoch seconds; 0 when absent."""
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else 0.0

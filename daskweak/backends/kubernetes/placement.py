@@ -10,12 +10,13 @@ pod). The image size is what the node's kubelet reports in Node.status.images[].
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import httpx
 import kr8s
 from kr8s.objects import Node, Pod
+
+from daskweak.backends.kubernetes.admission import api_seconds
 
 API_ERRORS = (kr8s.ServerError, kr8s.APITimeoutError, httpx.HTTPError, OSError)
 
@@ -52,7 +53,7 @@ def pod_record(pod: dict[str, Any]) -> dict[str, Any]:
     started = (containers[0].get("state", {}).get("running") or {}).get("startedAt")
     created = pod["metadata"].get("creationTimestamp")
     record = {"name": pod["metadata"]["name"], "node": pod.get("spec", {}).get("nodeName"),
-              "start_s": _seconds(started) - _seconds(created) if started and created else None}
+              "start_s": api_seconds(started) - api_seconds(created) if started and created else None}
     group = pod["metadata"].get("labels", {}).get("dask.org/workergroup-name")
     return record | ({"group": group} if group else {})
 
@@ -93,6 +94,3 @@ def same_image(reference: str, listed: str) -> bool:
 
     return normal(reference) == normal(listed)
 
-
-def _seconds(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
