@@ -23,7 +23,7 @@ from distributed.diagnostics import MemorySampler
 
 from daskweak import runinfo
 from daskweak.backends import usable_backend
-from daskweak.backends.base import Deployment, open_cluster
+from daskweak.backends.base import Deployment, live_workers, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
 from daskweak.memory_warmup import footprint, warm_memory
 from daskweak.plan import Step, make_plan, warmup_step
@@ -316,7 +316,7 @@ def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
 def require_workers(deployment: Deployment, observation: list[dict[str, Any]]) -> None:
     """A cluster that lost workers (a job cancelled, a pod evicted) no longer measures the plan: the
     observation it happened in is marked failed (its timings mix two layouts) and the step stops."""
-    workers = deployment.client.scheduler_info()["workers"].values()
+    workers = live_workers(deployment.client).values()
     present = len(workers)
     if present < deployment.workers:
         names = {str(worker.get("name")) for worker in workers}

@@ -156,15 +156,30 @@ def test_step_summary_is_compact_json(small):
 
 @pytest.mark.parametrize(("per_node", "workers", "threads"), [(1, [1, 1, 1], 3), (2, [2, 1], 3)])
 def test_threads_mode_reproduces_the_node_layout(small, per_node, workers, threads):
-    from daskweak.backends.base import open_cluster
+    from daskweak.backends.base import live_workers, open_cluster
 
     settings = small(worker_mode="threads", max_n_cores=3, step_by=3, cores_per_node=per_node)
     step = make_plan(settings)[-1]
     assert step.cores == 3
     with open_cluster(settings, step) as deployment:
-        info = deployment.client.scheduler_info()["workers"].values()
+        info = live_workers(deployment.client).values()
         assert sorted((w["nthreads"] for w in info), reverse=True) == workers
         assert deployment.cores == threads and deployment.workers == len(workers)
+
+
+def test_a_healthy_cluster_is_never_taken_for_one_that_lost_workers(small):
+    """CI once failed a step with "the cluster lost workers: 0 of 1 left" on a healthy LocalCluster:
+    `Client.scheduler_info()` can return the client's periodic identity refresh, which lists no workers.
+    Refreshing every 5 ms makes that race common (126 of 3000 reads of scheduler_info() on this machine)."""
+    import dask
+
+    from daskweak.backends.base import open_cluster
+
+    settings = small(max_n_cores=1)
+    with (dask.config.set({"distributed.client.scheduler-info-interval": "5ms"}),
+          open_cluster(settings, make_plan(settings)[0]) as deployment):
+        for _ in range(3000):
+            runner.require_workers(deployment, [])
 
 
 def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monkeypatch):

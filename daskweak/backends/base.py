@@ -93,6 +93,16 @@ def wait_for_workers(client: Client, backend: ModuleType, cluster: Any, workers:
         stalled(cluster)
 
 
+def live_workers(client: Client) -> dict[str, dict[str, Any]]:
+    """The scheduler's workers, asked afresh.
+
+    Not `Client.scheduler_info()`: it returns the client's cached identity, which the client's periodic
+    refresh (every distributed.client.scheduler-info-interval) overwrites with a copy that lists no workers;
+    read just after that refresh, it reports a healthy cluster as having none.
+    """
+    return client.sync(client.scheduler.identity, n_workers=-1)["workers"]
+
+
 @contextmanager
 def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Iterator[Deployment]:
     """Start the step's cluster, wait for all planned workers, and close it on success, error or SIGTERM."""
@@ -109,7 +119,7 @@ def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Itera
         client = stack.enter_context(connect(backend, cluster, settings))
         wait_for_workers(client, backend, cluster, step.workers, settings, requested)
         ready = time.perf_counter() - requested
-        present = len(client.scheduler_info()["workers"])
+        present = len(live_workers(client))
         if present < step.workers or ready > settings.timeout:
             # TIMEOUT counts from the request, so slow cluster start-up counts against it too.
             why = f": {backend.not_ready(cluster)}" if hasattr(backend, "not_ready") else ""
@@ -118,7 +128,7 @@ def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Itera
                 f"(TIMEOUT={settings.timeout:g}s){why}"
             )
         check_versions(client)
-        threads = [w["nthreads"] for w in client.scheduler_info()["workers"].values()]
+        threads = [w["nthreads"] for w in live_workers(client).values()]
         yield Deployment(
             client=client,
             time_to_ready=ready,
