@@ -10,13 +10,11 @@ Role grants it); an account without it gets no answer here, and the step waits f
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-import httpx
-import kr8s
 from kr8s.objects import Event
 
+from daskweak.backends.kubernetes.api import API_ERRORS, api_seconds
 from daskweak.errors import DaskweakError
 
 
@@ -30,7 +28,7 @@ def refusals(api: Any, namespace: str, cluster: str, since: str | None) -> list[
     try:
         events = list(Event.list(namespace=namespace, api=api, field_selector={
             "involvedObject.kind": "ReplicaSet", "reason": "FailedCreate"}))
-    except (kr8s.ServerError, httpx.HTTPError, OSError):
+    except API_ERRORS:
         return []  # no right to read events (or no answer now): no early verdict, TIMEOUT still applies
     latest: dict[str, tuple[float, str]] = {}
     start = api_seconds(since)
@@ -56,10 +54,3 @@ def raise_if_refused(api: Any, namespace: str, cluster: str, since: str | None) 
 def _component(cluster: str, replicaset: str) -> str:
     return "scheduler pod" if replicaset.startswith(f"{cluster}-scheduler-") else "worker pod"
 
-
-def api_seconds(value: str | None) -> float:
-    """An API timestamp (RFC 3339, whole seconds for most fields) as epoch seconds; 0 when absent."""
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else 0.0
-    except ValueError:
-        return 0.0

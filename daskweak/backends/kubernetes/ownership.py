@@ -20,7 +20,7 @@ import kr8s
 from kr8s.objects import Pod
 
 from daskweak.backends.kubernetes import incluster
-from daskweak.backends.kubernetes.placement import API_ERRORS
+from daskweak.backends.kubernetes.api import API_ERRORS
 
 log = logging.getLogger(__name__)
 

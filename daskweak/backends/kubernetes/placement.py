@@ -12,13 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import kr8s
 from kr8s.objects import Node, Pod
 
-from daskweak.backends.kubernetes.admission import api_seconds
-
-API_ERRORS = (kr8s.ServerError, kr8s.APITimeoutError, httpx.HTTPError, OSError)
+from daskweak.backends.kubernetes.api import API_ERRORS, api_seconds
 
 
 def step_pods(api: Any, namespace: str, cluster: str, image: str | None) -> dict[str, Any]:
