@@ -28,7 +28,7 @@ from daskweak.errors import DaskweakError, WorkersLost
 from daskweak.memory_warmup import footprint, warm_memory
 from daskweak.plan import Step, make_plan, warmup_step
 from daskweak.settings import Settings
-from daskweak.signals import check_interrupted
+from daskweak.signals import check_interrupted, pending_interrupt
 from daskweak.spool import Spool, spool_for
 from daskweak.store import FINAL_WAIT_SECONDS, HEARTBEAT_SECONDS, ResultStore, this_driver
 from daskweak.workloads import Operation, get_suite
@@ -222,11 +222,16 @@ def run_step(
                     spool.checkpoint(record | {"finished_at": now()}, rows)
                     progress.observation_done(step, suite, observation)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
-    except DaskweakError as exc:
-        record |= {"status": "failed", "error": str(exc)}
     except Exception as exc:
-        log.exception("step %d failed", step.index)
-        record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        if (interrupt := pending_interrupt()) is not None:
+            # a signal whose exception was swallowed (see `signals`) stopped the workers too, and their loss
+            # surfaced first: the step was interrupted, not failed
+            record |= {"status": "interrupted", "error": f"{type(interrupt).__name__}: {interrupt}"}
+            raise interrupt from exc
+        if not isinstance(exc, DaskweakError):
+            log.exception("step %d failed", step.index)
+        record |= {"status": "failed", "error": str(exc) if isinstance(exc, DaskweakError) else
+                   f"{type(exc).__name__}: {exc}"}
     except BaseException as exc:  # Ctrl-C, SIGTERM: keep what was measured, then stop
         record |= {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"}
         raise

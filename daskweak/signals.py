@@ -1,8 +1,10 @@
 """Ctrl-C and SIGTERM (Airflow killing a task, `kill`, preemption) must unwind so clusters close.
 
 An exception raised by a signal handler is lost when it lands inside a garbage-collector callback
-(distributed installs one), so the signal is also remembered and `check_interrupted` re-raises it at the
-next safe point: between two timed operations.
+(distributed installs one), so the signal is also remembered: `check_interrupted` re-raises it at the next
+safe point (between two timed operations), and `pending_interrupt` lets a step that failed meanwhile tell
+that it was in fact stopped (a SIGTERM sent to a whole process group stops its workers too, and their loss
+may surface first).
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ def interrupts_raise() -> Iterator[None]:
             _pending.clear()
 
 
+def pending_interrupt() -> BaseException | None:
+    """The exception of a signal received in an `interrupts_raise` block, whether or not it got through."""
+    return _pending[0] if _pending else None
+
+
 def check_interrupted() -> None:
     """Raise a signal's exception that got swallowed before reaching the main code."""
-    if _pending:
-        raise _pending[0]
+    if (interrupt := pending_interrupt()) is not None:
+        raise interrupt

@@ -209,6 +209,50 @@ def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monke
 
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed signal, on purpose
+def test_a_sigterm_lost_in_a_gc_callback_still_marks_the_step_interrupted(small, monkeypatch):
+    """Airflow stops a task by SIGTERM to its whole process group, so the step's workers stop with it. CI saw the
+    step's handler run inside distributed's garbage-collector callback, which swallows its exception, after the
+    observation's last check for a signal, and the workers' loss fail the step first: "failed" with a
+    CommClosedError instead of "interrupted". Here the same happens for real at that point: the signal arrives
+    during a collection, then the workers leave (retired, so that their nannies do not start new ones)."""
+    import gc
+    import signal
+
+    from daskweak.backends.base import live_workers
+    from daskweak.signals import Terminated, interrupts_raise
+    from tests.conftest import wait_until
+
+    swallowed = []
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start" and callback in gc.callbacks:
+            gc.callbacks.remove(callback)
+            signal.raise_signal(signal.SIGTERM)
+            for _ in range(1000):  # the handler runs here, between bytecodes of the callback; gc drops its raise
+                pass
+
+    def signal_then_check(deployment, observation) -> None:
+        client = deployment.client
+        gc.callbacks.append(callback)
+        gc.collect()
+        swallowed.append(True)  # reached: the signal's exception did not get through
+        client.retire_workers(list(live_workers(client)), close_workers=True)
+        assert wait_until(lambda: not live_workers(client), timeout=120)
+        real_check(deployment, observation)
+
+    real_check = runner.require_workers
+    monkeypatch.setattr(runner, "require_workers", signal_then_check)
+    settings = small(max_n_cores=1, suites="tasks", obs_per_iter=1, warmup=0)
+    [step] = make_plan(settings)
+    with pytest.raises(Terminated), interrupts_raise():  # as the step's process runs it (daskweak.isolated)
+        run_step(settings, step, "sigterm")
+    assert swallowed == [True]
+    with ResultStore(settings.database_url) as store:
+        [status] = store.steps("sigterm")["status"]
+    assert status == "interrupted"
+
+
 def test_a_killed_step_process_keeps_what_it_measured(small):
     """SIGKILL (an OOM kill, a killed Airflow worker) leaves the step no time to write: its spool checkpoint
     reaches the table with the run's end, the step marked interrupted."""
