@@ -1,12 +1,16 @@
 """daskweak on the multi-node development Slurm (slurm/dev-cluster/up --nodes 3): the driver on the login node,
-workers on node1…node3 over eth0; TLS across hosts, both DAGs, faults of a node (issue 12)."""
+workers on node1…node3 over eth0; TLS across hosts, both DAGs, faults of a node, where jobs land, the shared
+environment, and runs killed on the login node (issue 12)."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
 import json
+import re
+import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -22,14 +26,22 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 LOGIN_ETH0 = address("login")
 
 
-def write_env(work: Path, env: str) -> Path:
+def write_env(work: Path, env: str, net_interface: str = "eth0") -> Path:
     """A settings file for a run on the login node: the cluster's account and partition, OUT_DIR and RES_DIR
     on the shared directory, a tiny tasks suite."""
     env_file = work / "bench.env"
     env_file.write_text(f"BACKEND=slurm\nACCOUNT=daskweak\nPARTITION=debug\nSUITES=tasks\nPROBLEM_SIZE_TASKS=20\n"
-                        f"OBS_PER_ITER=1\nNET_INTERFACE=eth0\nOUT_DIR={work / 'out'}\nRES_DIR={work / 'results'}\n"
-                        f"{env}")
+                        f"OBS_PER_ITER=1\nNET_INTERFACE={net_interface}\nOUT_DIR={work / 'out'}\n"
+                        f"RES_DIR={work / 'results'}\n{env}")
     return env_file
+
+
+def login_run(cluster, work: Path, env: str, net_interface: str = "eth0",
+              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`daskweak run` on the login node with `env` (`write_env`), as a user runs it there."""
+    env_file = write_env(work, env, net_interface)
+    return cluster.login(PYTHON, "-m", "daskweak", "--env-file", str(env_file), "run", cwd=work, check=False,
+                         timeout=timeout)
 
 
 def steps_of(work: Path):
@@ -258,10 +270,8 @@ def test_a_slow_node_behind_a_rate_limit_completes_the_sweep_and_the_step_record
     try:
         shown = subprocess.run(["tc", "qdisc", "show", "dev", link], capture_output=True, text=True).stdout
         assert "tbf" in shown, shown
-        env_file = write_env(work, "MAX_N_CORES=3\nSTEP_BY=3\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\n"
-                                   "OPERATION_TIMEOUT=120\nTIMEOUT=300\n")
-        done = cluster.login(PYTHON, "-m", "daskweak", "--env-file", str(env_file), "run", cwd=work, check=False,
-                             timeout=900)
+        done = login_run(cluster, work, "MAX_N_CORES=3\nSTEP_BY=3\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\n"
+                                        "OPERATION_TIMEOUT=120\nTIMEOUT=300\n", timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", link, "root"], check=False, capture_output=True)
@@ -271,3 +281,138 @@ def test_a_slow_node_behind_a_rate_limit_completes_the_sweep_and_the_step_record
     assert "node3" in [job["node"] for job in last["details"]["jobs"]]
     assert len(rows) and (rows["status"] == "ok").all() and (rows["duration"] < 120).all()
     assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+# --- the driver on the login node: placement, certificates, environments, interfaces, killed runs ---
+
+
+def test_three_jobs_land_on_three_hosts_over_eth0_and_the_step_records_them(slurm_multinode):
+    """Whole nodes (SLURM_EXCLUSIVE: each node declares 2 CPUs) for 1-core jobs: 3 jobs, 3 hosts, read back
+    from Slurm and stored with the step; scheduler and workers on eth0; every job's log on the shared OUT_DIR."""
+    cluster = slurm_multinode
+    work = cluster.scratch("hosts")
+    done = login_run(cluster, work, "MAX_N_CORES=3\nSTEP_BY=3\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\n")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with ResultStore(f"sqlite:///{work / 'results' / 'daskweak.sqlite'}") as store:
+        [run_id] = store.runs()["run_id"]
+        last = store.steps(run_id).iloc[-1]
+    assert last["cores_actual"] == 3
+    assert sorted(job["node"] for job in last["details"]["jobs"]) == ["node1", "node2", "node3"]
+    assert last["details"]["scheduler"].startswith("tcp://10.77.0.1:")  # the login node's eth0
+    logs = {path.name for path in (work / "out").glob("*.err")}
+    assert {f"{slurm_jobs_name(run_id, 1)}-{job['job_id']}.err" for job in last["details"]["jobs"]} <= logs
+    assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+def slurm_jobs_name(run_id: str, step: int) -> str:
+    from daskweak.backends.slurm.jobs import job_name
+
+    return job_name(run_id, step)
+
+
+def test_a_cert_dir_in_the_login_nodes_tmp_fails_at_once_naming_the_node(slurm_multinode):
+    cluster = slurm_multinode
+    work = cluster.scratch("certs")
+    certs = f"/tmp/daskweak-certs-{work.name}"  # the login node's private /tmp
+    done = login_run(cluster, work, f"MAX_N_CORES=1\nUSE_SSL=True\nCERT_DIR={certs}\nTIMEOUT=3600\n")
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, output[-3000:]
+    assert f"CERT_DIR={certs}" in output and "not readable" in output, output[-3000:]
+    assert re.search(r"\(on node\d\)", output), output[-3000:]
+    cluster.login("rm", "-rf", certs)
+    assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+def test_workers_run_the_shared_environments_python_on_the_compute_nodes(slurm_multinode):
+    """A worker environment that exists on the shared file system only, a driver environment that exists on
+    the login node only (its /tmp): the workers on the compute nodes report the shared one's interpreter."""
+    cluster = slurm_multinode
+    work = cluster.scratch("env")
+    env = work / "worker-env"
+    packages = str(next((ROOT / ".venv").glob("lib/python*/site-packages")))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    [site] = env.glob("lib/python*/site-packages")
+    (site / "project.pth").write_text(packages + "\n")
+    driver = f"/tmp/driver-env-{work.name}"
+    cluster.login(sys.executable, "-m", "venv", "--without-pip", driver, cwd=work)
+    cluster.login("sh", "-c", f'printf "%s\\n" "{packages}" "{ROOT}" > "$(echo {driver}/lib/python*/site-packages)/'
+                  'project.pth"', cwd=work)  # the checkout too: daskweak is installed from it (editable)
+    assert cluster.on("node1", "test", "-e", f"{driver}/bin/python", check=False).returncode != 0
+    script = work / "executables.py"
+    script.write_text(
+        "import json, sys\n"
+        "from daskweak.backends.base import open_cluster\nfrom daskweak.plan import make_plan\n"
+        "from daskweak.settings import load_settings\n"
+        f"settings = load_settings(backend='slurm', account='daskweak', partition='debug', max_n_cores=2, "
+        f"step_by=2, cores_per_node=1, slurm_exclusive=True, net_interface='eth0', env_to_source='{env}', "
+        f"out_dir='{work / 'out'}', res_dir='{work / 'results'}')\n"
+        "with open_cluster(settings, make_plan(settings)[-1], 'env') as deployment:\n"
+        "    found = deployment.client.run(lambda: (__import__('socket').gethostname(), sys.executable))\n"
+        "print(json.dumps(sorted(found.values())))\n")
+    done = cluster.login(f"{driver}/bin/python", str(script), cwd=work, check=False)
+    cluster.login("rm", "-rf", driver, cwd=work)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {python for _, python in found} == {str(env / "bin" / "python")}
+    assert len({host for host, _ in found}) == 2 and all(host.startswith("node") for host, _ in found)
+    assert wait_until(lambda: not cluster.jobs(), 30)
+
+
+def test_a_net_interface_the_login_node_lacks_is_refused_listing_its_interfaces(slurm_multinode):
+    work = slurm_multinode.scratch("nic")
+    done = login_run(slurm_multinode, work, "MAX_N_CORES=1\n", net_interface="ib0")
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, output[-2000:]
+    assert "NET_INTERFACE='ib0'" in output and "eth0, lo" in output, output[-2000:]
+    assert slurm_multinode.jobs() == []
+
+
+def test_on_the_login_node_the_next_run_cancels_the_jobs_of_a_sigkilled_run(slurm_multinode):
+    """4 whole-node jobs on 3 nodes: 3 run, 1 waits; the driver on the login node is SIGKILLed, and the next
+    `daskweak run` there (same results table) cancels them."""
+    from daskweak.backends.slurm.jobs import of_run
+
+    cluster = slurm_multinode
+    work = cluster.scratch("killed")
+    env_file = write_env(work, "MAX_N_CORES=4\nSTEP_BY=4\nCORES_PER_NODE=1\nSLURM_EXCLUSIVE=True\nTIMEOUT=3600\n")
+    log = (work / "driver.txt").open("w")
+    driver = subprocess.Popen([*cluster.login_command, PYTHON, "-m", "daskweak", "--env-file", str(env_file), "run"],
+                              cwd=work, stdout=log, stderr=log)
+
+    def states(run_id: str) -> list[str]:
+        rows = [line.split() for line in cluster.jobs()]
+        mine = of_run({job_id: name for job_id, name, _ in rows}, run_id)
+        return sorted(state for job_id, _, state in rows if job_id in mine)
+
+    def killed_run() -> str | None:
+        database = work / "results" / "daskweak.sqlite"
+        if not database.exists():
+            return None
+        with ResultStore(f"sqlite:///{database}") as store:
+            runs = list(store.runs()["run_id"])
+        return runs[0] if runs and states(runs[0]) == ["PENDING", "RUNNING", "RUNNING", "RUNNING"] else None
+
+    try:
+        assert wait_until(killed_run, 240, 1.0), cluster.jobs()
+        run_id = killed_run()
+        # The driver's python is the wrapper's one child (`login` runs nsenter, which execs env, which execs
+        # python). Not found by name or command line: the Dask scheduler it runs renames the process ("dask
+        # scheduler [tcp://…]", setproctitle) whenever an ancestor ran a Dask cluster before (__DASK_PARENT_PID,
+        # which pytest has once any LocalCluster ran in the session).
+        drivers = psutil.Process(driver.pid).children()
+        assert len(drivers) == 1, (driver.poll(), drivers, (work / "driver.txt").read_text()[-3000:])
+        [python] = drivers
+        assert "python" in Path(python.exe()).name, (python.exe(), python.cmdline())
+        python.send_signal(signal.SIGKILL)
+        driver.wait(30)
+        assert len(states(run_id)) == 4  # nobody cancelled them …
+        done = login_run(cluster, work, "MAX_N_CORES=1\n")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert wait_until(lambda: not states(run_id), 30)  # … until the next run
+    finally:  # the driver this test started, below its wrapper, if the test failed before killing it
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for proc in psutil.Process(driver.pid).children(recursive=True):
+                proc.kill()
+        driver.kill()
+        log.close()
+    assert wait_until(lambda: not cluster.jobs(), 60)
