@@ -183,7 +183,8 @@ def test_a_healthy_cluster_is_never_taken_for_one_that_lost_workers(small):
 
 
 def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monkeypatch):
-    import time as clock
+    """The stuck operation cannot end on its own: that the sweep ends at all, with the later operations measured,
+    shows the cancellation (no upper bound on seconds: a loaded machine is slower, pytest's timeout stops a hang)."""
 
     def with_slow_operation(name: str):
         real = get_suite(name)
@@ -198,14 +199,12 @@ def test_an_operation_past_its_time_limit_is_cancelled_and_recorded(small, monke
 
     monkeypatch.setattr(runner, "get_suite", with_slow_operation)
     settings = small(max_n_cores=1, suites="tasks", obs_per_iter=1, warmup=0, operation_timeout=2)
-    started = clock.monotonic()
     result = run_sweep(settings)
     rows = ResultStore(settings.database_url).observations(result.run_id)
     stuck = rows[rows["operation"] == "stuck"].iloc[0]
     assert stuck["status"] == "failed" and "OPERATION_TIMEOUT=2" in stuck["error"]
-    assert 2 <= stuck["duration"] < 20
+    assert stuck["duration"] >= 2  # cancelled by the time limit, not by anything earlier
     assert (rows[rows["operation"] != "stuck"]["status"] == "ok").all(), rows[["operation", "error"]]
-    assert clock.monotonic() - started < 60
 
 
 
