@@ -228,10 +228,11 @@ def run_step(
             # surfaced first: the step was interrupted, not failed
             record |= {"status": "interrupted", "error": f"{type(interrupt).__name__}: {interrupt}"}
             raise interrupt from exc
-        if not isinstance(exc, DaskweakError):
+        if isinstance(exc, DaskweakError):
+            record |= {"status": "failed", "error": str(exc)}
+        else:
             log.exception("step %d failed", step.index)
-        record |= {"status": "failed", "error": str(exc) if isinstance(exc, DaskweakError) else
-                   f"{type(exc).__name__}: {exc}"}
+            record |= {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     except BaseException as exc:  # Ctrl-C, SIGTERM: keep what was measured, then stop
         record |= {"status": "interrupted", "error": f"{type(exc).__name__}: {exc}"}
         raise

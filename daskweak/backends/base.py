@@ -119,7 +119,8 @@ def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Itera
         client = stack.enter_context(connect(backend, cluster, settings))
         wait_for_workers(client, backend, cluster, step.workers, settings, requested)
         ready = time.perf_counter() - requested
-        present = len(live_workers(client))
+        workers = live_workers(client)
+        present = len(workers)
         if present < step.workers or ready > settings.timeout:
             # TIMEOUT counts from the request, so slow cluster start-up counts against it too.
             why = f": {backend.not_ready(cluster)}" if hasattr(backend, "not_ready") else ""
@@ -128,7 +129,7 @@ def open_cluster(settings: Settings, step: Step, run_id: str = "adhoc") -> Itera
                 f"(TIMEOUT={settings.timeout:g}s){why}"
             )
         check_versions(client)
-        threads = [w["nthreads"] for w in live_workers(client).values()]
+        threads = [w["nthreads"] for w in workers.values()]
         yield Deployment(
             client=client,
             time_to_ready=ready,
