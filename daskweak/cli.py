@@ -163,7 +163,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if result.unwritten:  # the database is still away: nothing to tabulate or export yet, the spool has it
         _print_failed_steps(result.summaries)
         raise ResultsNotWritten(f"run {result.run_id} ({result.status}): {result.unwritten}")
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         observations = store.observations(result.run_id)
         if not observations.empty:
             console.print(efficiency_table(efficiency(observations, settings.scaling), settings.scaling))
@@ -195,7 +195,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.orchestration import report_dir
     from daskweak.store import ResultStore
 
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         run_id = args.run_id or latest_run_id(store)
         paths = run_report(store, run_id).write(args.out or report_dir(settings, run_id))
     for path in paths:
@@ -209,7 +209,7 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
 
     if len(args.run_ids) < 2:
         raise DaskweakError("compare needs two or more runs: the first is the reference")
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         ratios = compare(store, args.run_ids)
         directory = args.out or settings.res_dir / "reports" / f"compare-{'-vs-'.join(args.run_ids)}"
         paths = compare_report(store, args.run_ids).write(directory, name="compare.html")
@@ -232,7 +232,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.analysis.publish import publish
     from daskweak.store import ResultStore
 
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         written = publish(store, args.directory, force=args.force)
     console.print(f"wrote {len(written)} file(s); open {args.directory / 'index.html'}", highlight=False)
     return 0
@@ -242,7 +242,7 @@ def cmd_accept(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.analysis.regression import accept
     from daskweak.store import ResultStore
 
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         accept(store, args.run_id, args.operation, args.note)
     what = args.operation or "every comparison"
     console.print(f"accepted run {args.run_id} for {what}: from the next check on, its baseline starts at this run",
@@ -254,7 +254,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.analysis.regression import check_run
     from daskweak.store import ResultStore
 
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         verdict = check_run(store, args.run_id, settings)
     console.print(verdict["markdown"], highlight=False, markup=False)
     return 1 if verdict["status"] == "regression" else 0
@@ -290,7 +290,7 @@ def cmd_results(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.spool import spool_for
     from daskweak.store import ResultStore
 
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         spool = spool_for(settings.res_dir, store)
         if args.run_id == SYNC:
             return _sync(spool)

@@ -95,7 +95,7 @@ def results_store(results_url: str | None = None) -> ResultStore:
     from daskweak.store import ResultStore
 
     env_file, overrides = request({}, results_url)
-    return ResultStore(load_settings(env_file, **overrides).database_url)
+    return ResultStore.of(load_settings(env_file, **overrides))
 
 
 def parse_time_config() -> tuple[Settings, ConfigError | None]:
@@ -158,7 +158,7 @@ def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[d
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         spool = spool_for(settings.res_dir, store)
         if not start_run(settings, spool, run_id):
             log.warning("%s", spool.message(spool.pending(run_id), spool.last_error))
@@ -196,14 +196,14 @@ def finish(
     from daskweak.export import export_run
     from daskweak.runner import now
     from daskweak.spool import spool_for
-    from daskweak.store import FINAL_WAIT_SECONDS, ResultStore
+    from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
     collected = collected or {"failed": ["unknown (collect failed)"]}
     status = "ok" if not collected["failed"] else "failed"
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         spool = spool_for(settings.res_dir, store)
-        with store.patient(FINAL_WAIT_SECONDS):
+        with store.patient(settings.results_final_wait_seconds):
             written = spool.finish_run(run_id, status, now())
         unwritten = None if written else spool.message(spool.pending(run_id), spool.last_error)
         missing = _missing_rows(store, run_id, collected) if unwritten is None else None
@@ -283,7 +283,7 @@ def report(env_file: str | None, overrides: dict[str, Any], run_id: str) -> str:
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         paths = run_report(store, run_id).write(report_dir(settings, run_id))
     return str(paths[0])
 
@@ -302,7 +302,7 @@ def check_regressions(env_file: str | None, overrides: dict[str, Any], run_id: s
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         verdict = check_run(store, run_id, settings)
     directory = report_dir(settings, run_id)
     directory.mkdir(parents=True, exist_ok=True)

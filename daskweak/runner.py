@@ -30,7 +30,7 @@ from daskweak.plan import Step, make_plan, warmup_step
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted, pending_interrupt
 from daskweak.spool import Spool, spool_for
-from daskweak.store import FINAL_WAIT_SECONDS, HEARTBEAT_SECONDS, ResultStore, this_driver
+from daskweak.store import HEARTBEAT_SECONDS, ResultStore, this_driver
 from daskweak.workloads import Operation, get_suite
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
     usable_backend(settings)  # an unusable backend or setting fails the run before anything is recorded
     run_id = run_id or new_run_id()
     result = SweepResult(run_id=run_id, status="running")
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         spool = spool_for(settings.res_dir, store)
         cancel_leftovers(settings, store)
         earlier = spool.sync()  # what earlier runs could not write
@@ -126,7 +126,7 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
             raise
         finally:
             try:  # an interrupted run stops now: one attempt, the spool keeps the rest
-                with store.patient(0.0 if result.status == "interrupted" else FINAL_WAIT_SECONDS):
+                with store.patient(0.0 if result.status == "interrupted" else settings.results_final_wait_seconds):
                     written = spool.finish_run(run_id, result.status, now())
             except BaseException:  # interrupted while waiting: the spool keeps the run, say where
                 log.warning("%s", spool.message(spool.pending(run_id), "interrupted while waiting for the database"))
@@ -186,7 +186,7 @@ def run_step(
     costs nothing); returns a compact JSON-able summary."""
     progress = progress or QuietProgress()
     owned = store is None
-    store = store or ResultStore(settings.database_url)
+    store = store or ResultStore.of(settings)
     spool = spool_for(settings.res_dir, store)
     record: dict[str, Any] = {
         "run_id": run_id, "step": step.index, "started_at": now(), "cores_requested": step.cores,

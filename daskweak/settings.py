@@ -229,6 +229,17 @@ class Settings(BaseSettings):
         "In a pod (KubernetesExecutor, CronJob): the SQLite file in RES_DIR is on a volume that outlives the pod "
         "and every pod shares, on purpose.",
     )
+    results_retry_seconds: float = _setting(
+        30.0, "a number of seconds ≥ 0",
+        "How long a write waits for a results database that does not answer before the spool keeps its rows.",
+        ge=0, allow_inf_nan=False,
+    )
+    results_final_wait_seconds: float = _setting(
+        180.0, "a number of seconds ≥ 0",
+        "How long the end of a run waits for the results database (a restart, a fail-over) before it leaves "
+        "the rows in the spool for `daskweak results sync`.",
+        ge=0, allow_inf_nan=False,
+    )
     regression_baseline_runs: int = _setting(
         20, "an integer ≥ 3 (a t test needs a spread)",
         "Baseline of the regression check: per comparison, the last K successful runs with the same fingerprint "

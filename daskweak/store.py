@@ -4,10 +4,11 @@ URL: SQLite by default, any server.
 A step's rows are written in one transaction that first deletes that step's old rows, so running a step
 again replaces it (Airflow retries, re-runs) and loading a spooled step twice (`daskweak.spool`) is harmless.
 
-A database that does not answer is retried for RETRY_SECONDS, then `ResultsUnavailable` is raised; the spool
+A database that does not answer is retried for RESULTS_RETRY_SECONDS, then `ResultsUnavailable` is raised; the spool
 keeps the rows meanwhile. After one such give-up the store tries each later operation once (a sweep must not
 wait half a minute per write during an outage) until the database answers again; the end of a run waits
-longer (`patient(FINAL_WAIT_SECONDS)`).
+longer (`patient(settings.results_final_wait_seconds)`); both waits are settings (RESULTS_RETRY_SECONDS,
+RESULTS_FINAL_WAIT_SECONDS).
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ from daskweak.errors import ResultsUnavailable
 
 log = logging.getLogger(__name__)
 
-# How long a write waits for an unreachable database (or a locked SQLite file) before the spool keeps its rows.
+# How long a write waits for an unreachable database (or a locked SQLite file) before the spool keeps its rows,
+# when no settings say (RESULTS_RETRY_SECONDS). The end of a run (`daskweak run`, Airflow's finish) waits
+# RESULTS_FINAL_WAIT_SECONDS: restarts and fail-overs of a shared server take a minute or two, and waiting
+# spares the user a `daskweak results sync`.
 RETRY_SECONDS = 30.0
-# How long the end of a run (`daskweak run`, Airflow's finish) waits for it: restarts and fail-overs of a
-# shared server take a minute or two, and waiting spares the user a `daskweak results sync`.
-FINAL_WAIT_SECONDS = 180.0
 # A command-line run writes its heartbeat this often; one not heard from for STALE_AFTER is shown interrupted.
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER = timedelta(minutes=10)
@@ -187,6 +188,11 @@ class ResultStore:
         self.retry_seconds = RETRY_SECONDS if retry_seconds is None else retry_seconds
         self.unavailable = False  # the last operation gave up: try the next ones once each
         self._schema_ready = False
+
+    @classmethod
+    def of(cls, settings: Any) -> ResultStore:
+        """The store of a run's settings: their database and their retry schedule (RESULTS_RETRY_SECONDS)."""
+        return cls(settings.database_url, retry_seconds=settings.results_retry_seconds)
 
     @property
     def masked_url(self) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,28 @@ TIMEOUT=60
 """
 
 
+def migrated_template() -> Path:
+    """A migrated Airflow metadata database, made by one real `airflow db migrate` (bin/airflow's first use) per
+    Airflow version on this machine and shared by every test's home and every xdist worker: migrating takes
+    10-20 s, a copy of the file milliseconds, and a copy is as fresh as a new migration."""
+    version = importlib.metadata.version("apache-airflow-core")
+    root = Path(tempfile.gettempdir()) / "daskweak-tests"
+    template = root / f"airflow-{version}"
+    if (template / ".migrated").exists():
+        return template
+    root.mkdir(exist_ok=True)
+    with open(root / "airflow-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be making it: wait for it
+        if not (template / ".migrated").exists():
+            building = Path(tempfile.mkdtemp(dir=root, prefix="building-"))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {"AIRFLOW_HOME": str(building)}
+            done = subprocess.run([AIRFLOW, "version"], env=env, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise AssertionError(f"airflow db migrate failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            building.rename(template)
+    return template
+
+
 class AirflowHome:
     """One AIRFLOW_HOME, its environment for `bin/airflow`, and reads of its metadata database."""
 
@@ -40,6 +66,12 @@ class AirflowHome:
         } | (extra or {})
         home.mkdir(parents=True, exist_ok=True)
         (home / "passwords.json").write_text(json.dumps({"admin": "admin-password", "viewer": "viewer-password"}))
+
+    def migrate(self) -> None:
+        """A freshly migrated metadata database: a copy of the shared template (bin/airflow then sees it migrated)."""
+        template = migrated_template()
+        for name in ("airflow.db", ".migrated"):
+            shutil.copy(template / name, self.home / name)
 
     def run(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None,
             check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -87,12 +119,18 @@ def measured(res_dir: Path, cores: int) -> bool:
 
 
 def signal_step_process(cores: int, res_dir: Path, sig: int = signal.SIGTERM, timeout: float = 600) -> int:
-    """Wait until the process running the `cores`-core step has measured an observation, then signal it."""
+    """Wait until the process running the `cores`-core step has measured an observation, then signal it.
+
+    The step process is looked for among this test process's descendants: other tests run beside this one
+    (pytest-xdist), and a step process of theirs may have the same command line."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if measured(res_dir, cores):
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = proc.info["cmdline"] or []
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    cmdline = proc.cmdline()
+                except psutil.Error:
+                    continue
                 if "daskweak.isolated" in cmdline and f"--cores={cores}" in cmdline:
                     proc.send_signal(sig)
                     return proc.pid
@@ -100,13 +138,19 @@ def signal_step_process(cores: int, res_dir: Path, sig: int = signal.SIGTERM, ti
     raise AssertionError(f"the {cores}-core step measured nothing within {timeout}s")
 
 
-def dask_processes() -> list[psutil.Process]:
-    """Step processes and Dask workers still alive anywhere on the machine."""
+def dask_processes(home: Path) -> list[psutil.Process]:
+    """Step processes and Dask workers still alive anywhere on the machine that were started under the Airflow
+    home `home` (their AIRFLOW_HOME): a leaked worker is orphaned, so not found as a descendant, and other tests
+    running beside this one (pytest-xdist) have Dask processes of their own."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         text = " ".join(proc.info["cmdline"] or [])
         if "daskweak.isolated" in text or "spawn_main" in text:
-            found.append(proc)
+            try:
+                if proc.environ().get("AIRFLOW_HOME") == str(home):
+                    found.append(proc)
+            except psutil.Error:
+                continue
     return found
 
 
@@ -133,7 +177,7 @@ class Services:
         self.procs: list[tuple[subprocess.Popen, Any]] = []
 
     def __enter__(self) -> Services:
-        self.home.run("db", "migrate", check=True)
+        self.home.migrate()
         for name, cmd in self.services:
             log = open(self.base / f"{name}.log", "w")
             self.procs.append((subprocess.Popen(cmd, env=self.home.env, stdout=log, stderr=subprocess.STDOUT,

@@ -26,6 +26,33 @@ SMALL = {
 }
 
 
+# How the parallel pass (bin/test: pytest-xdist, --dist loadgroup) shares the machine. Tests that use one rig
+# whose state they change run on one worker, in file order: every test of the Kubernetes rig (the podman tests
+# switch its runtime for everyone; the multi-node tests want it idle), the multi-node Slurm (some tests cut
+# links or stop it) and the single-node Slurm. Every other file is a group of its own, so its module-scoped
+# fixtures (a sweep, a browser, a PostgreSQL server) are made once. The rig groups go out first: they are the
+# longest, and a worker that finishes early takes the next file.
+RIG_OF_FIXTURE = {"kube": "kubernetes", "slurm_multinode": "slurm-multinode", "slurm": "slurm"}
+RIG_OF_FILE = {"test_images.py": "kubernetes", "test_kubernetes_podman.py": "kubernetes"}
+FIRST = ("kubernetes", "slurm-multinode", "slurm")
+
+
+def xdist_group(item: pytest.Item) -> str:
+    for fixture, rig in RIG_OF_FIXTURE.items():
+        if fixture in item.fixturenames:
+            return rig
+    return RIG_OF_FILE.get(item.path.name, item.path.stem)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    groups = {item.nodeid: xdist_group(item) for item in items}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {group: position for position, group in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(FIRST)))  # stable: file order otherwise
+
+
 def need(reason: str) -> None:
     """Skip with a reason locally; under CI a missing prerequisite is a failure, never a silent skip."""
     if os.environ.get("CI"):

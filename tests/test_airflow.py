@@ -20,7 +20,7 @@ def airflow(tmp_path_factory):
     env_file = base / "bench.env"
     env_file.write_text(SMALL_ENV + f"RES_DIR={base / 'results'}\nSUITES=tasks\n")
     home = AirflowHome(base / "home", env_file)
-    home.run("db", "migrate", check=True)
+    home.migrate()
     return home
 
 
@@ -79,7 +79,7 @@ def test_dags_test_runs_one_mapped_task_per_step_with_xcom_summaries(airflow):
 
 
 def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
-    before = {p.pid for p in dask_processes()}
+    before = {p.pid for p in dask_processes(airflow.home)}
     killer = threading.Thread(target=signal_step_process, args=(2, results_dir(airflow)), daemon=True)
     killer.start()
     result = airflow.run("dags", "test", DAG, "-c", '{"obs_per_iter": 60}', env={"STEP_RETRIES": "0"})
@@ -96,7 +96,7 @@ def test_a_failing_step_fails_its_task_and_keeps_the_other_steps_rows(airflow):
     assert len(rows[rows["cores_requested"] == 1]) == 4 * 61
     assert store.runs().set_index("run_id").loc[run_id, "status"] == "failed"
     store.close()
-    assert [p for p in dask_processes() if p.pid not in before and p.is_running()] == []
+    assert [p for p in dask_processes(airflow.home) if p.pid not in before and p.is_running()] == []
 
 
 def test_a_retried_step_replaces_its_rows(airflow):
@@ -129,7 +129,7 @@ def test_a_bad_settings_file_fails_validate_at_once_with_every_problem(airflow, 
 
 
 def test_a_timed_out_step_closes_its_cluster_and_keeps_its_rows(airflow):
-    before = {p.pid for p in dask_processes()}
+    before = {p.pid for p in dask_processes(airflow.home)}
     result = airflow.run("dags", "test", DAG, "-c", '{"max_cores": 1, "obs_per_iter": 1000}',
                          env={"STEP_TIMEOUT": "12", "STEP_RETRIES": "0"})
     assert result.returncode != 0
@@ -139,7 +139,7 @@ def test_a_timed_out_step_closes_its_cluster_and_keeps_its_rows(airflow):
     assert list(store.steps(run_id)["status"]) == ["interrupted"]
     assert len(store.observations(run_id)) > 0
     store.close()
-    assert [p for p in dask_processes() if p.pid not in before and p.is_running()] == []
+    assert [p for p in dask_processes(airflow.home) if p.pid not in before and p.is_running()] == []
 
 
 def test_results_go_to_the_database_of_an_airflow_connection(airflow, postgres_url):
@@ -189,7 +189,7 @@ def test_a_nightly_regression_fails_the_check_and_calls_the_notifier(tmp_path):
         "        open(self.path, 'w').write(self.message)\n")
     baseline = [run_sweep(load_settings(env_file)).run_id for _ in range(3)]
     home = AirflowHome(tmp_path / "home", env_file, extra={"PYTHONPATH": str(tmp_path)})
-    home.run("db", "migrate", check=True)
+    home.migrate()
     burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(4)]
     for burner in burners:
         burner.start()

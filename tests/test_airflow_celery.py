@@ -48,4 +48,4 @@ def test_a_rest_triggered_run_succeeds_under_the_celery_executor(tmp_path, redis
     rows = store.observations(run_id)
     assert sorted(set(rows["cores_requested"])) == [1, 2] and (rows["status"] == "ok").all()
     store.close()
-    assert [p for p in dask_processes() if p.is_running()] == []
+    assert [p for p in dask_processes(services.home.home) if p.is_running()] == []

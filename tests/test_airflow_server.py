@@ -42,7 +42,7 @@ def test_rest_triggered_run_succeeds_under_the_local_executor(server, finished_r
     assert len(rows) == 2 * (4 + 9) * 3
     store.close()
     assert home.xcoms(run_id, "collect")[-1]["ok"] == [1, 2]
-    assert [p for p in dask_processes() if p.is_running()] == []
+    assert [p for p in dask_processes(home.home) if p.is_running()] == []
 
 
 def test_plugin_page_requires_an_airflow_token(server, finished_run):
@@ -78,8 +78,8 @@ def test_a_task_marked_failed_tears_its_cluster_down(server, finished_run):
     client.patch(f"/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances/run_step/0",
                  json={"new_state": "failed"}).raise_for_status()
     deadline = time.monotonic() + 90
-    while any(p.is_running() and p.status() != "zombie" for p in dask_processes()):
-        assert time.monotonic() < deadline, [p.cmdline() for p in dask_processes()]
+    while any(p.is_running() and p.status() != "zombie" for p in dask_processes(home.home)):
+        assert time.monotonic() < deadline, [p.cmdline() for p in dask_processes(home.home)]
         time.sleep(0.5)
     store = ResultStore(f"sqlite:///{home.env_file.parent / 'results' / 'daskweak.sqlite'}")
     assert wait_until(lambda: list(store.steps(run_id)["status"]) == ["interrupted"], 30)

@@ -12,14 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from daskweak import orchestration, store
+from daskweak import orchestration
 from daskweak.errors import ResultsNotWritten
 from daskweak.isolated import run_step_isolated
 from daskweak.spool import spool_for
 from daskweak.store import ResultStore
 from tests.conftest import SMALL, Postgres, wait_until
 
-OUTAGE = 120.0  # the scenario: a database restart or fail-over of two minutes
+# The scenario: a database restart or fail-over of two minutes, against the shipped waits (RESULTS_RETRY_SECONDS
+# 30 s, RESULTS_FINAL_WAIT_SECONDS 180 s). The tests play it on a sixth of that time scale, the outage and every
+# wait alike, so it keeps its shape: an outage four times a write's retry window, which the end of a run outwaits.
+SCALE = 6
+OUTAGE = 120.0 / SCALE
+WAITS = {"results_retry_seconds": 30.0 / SCALE, "results_final_wait_seconds": 180.0 / SCALE}
 TASK_OPERATIONS = 4  # independent, tree_reduction, nearest_neighbour, sequential_chain
 
 
@@ -43,7 +48,7 @@ def database(server: Postgres) -> Iterator[Postgres]:
 
 
 def cli(tmp_path: Path, url: str, *args: str, **overrides: object) -> list[str]:
-    settings = SMALL | {"results_url": url, "res_dir": str(tmp_path / "results"), "suites": "tasks"} | overrides
+    settings = SMALL | WAITS | {"results_url": url, "res_dir": str(tmp_path / "results"), "suites": "tasks"} | overrides
     return [sys.executable, "-m", "daskweak", *args,
             *[arg for key, value in settings.items() for arg in ("--set", f"{key.upper()}={value}")]]
 
@@ -58,7 +63,7 @@ def counts(url: str, run_id: str) -> tuple[dict[int, int], int, str]:
 
 
 def test_a_two_minute_outage_in_the_middle_of_a_sweep_loses_no_observation(database, tmp_path):
-    obs = 20  # steps of tens of seconds: the sweep may end during the outage, and then waits for the database
+    obs = 8  # steps of several seconds: the sweep may end during the outage, and then waits for the database
     command = cli(tmp_path, database.url, "run", max_n_cores=3, obs_per_iter=obs)
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -91,7 +96,9 @@ def test_a_two_minute_outage_in_the_middle_of_a_sweep_loses_no_observation(datab
 
 def test_a_run_ending_while_the_database_is_down_says_so_and_results_sync_loads_it_once(database, tmp_path):
     database.stop()
-    done = subprocess.run(cli(tmp_path, database.url, "run", max_n_cores=2, obs_per_iter=1),
+    # how long it waits does not matter here: only what it says when the database never came back
+    done = subprocess.run(cli(tmp_path, database.url, "run", max_n_cores=2, obs_per_iter=1,
+                              results_retry_seconds=1, results_final_wait_seconds=1),
                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
@@ -131,13 +138,12 @@ def test_a_run_ending_while_the_database_is_down_says_so_and_results_sync_loads_
     assert not run_dir.exists()
 
 
-def test_under_airflow_the_finish_task_loads_what_plan_and_the_steps_spooled(database, tmp_path, monkeypatch):
+def test_under_airflow_the_finish_task_loads_what_plan_and_the_steps_spooled(database, tmp_path):
     """The task bodies of the DAG (`orchestration`), the step in its own process as Airflow runs it."""
-    # this process's tasks give up sooner; the step's own process waits the usual 30 s
-    monkeypatch.setattr(store, "RETRY_SECONDS", 2.0)
-    monkeypatch.setattr(store, "FINAL_WAIT_SECONDS", 2.0)
+    # the database stays down while the tasks wait: they give up after 2 s
     overrides = SMALL | {"results_url": database.url, "res_dir": str(tmp_path / "results"), "suites": "tasks",
-                         "max_n_cores": 1, "obs_per_iter": 1}
+                         "max_n_cores": 1, "obs_per_iter": 1, "results_retry_seconds": 2,
+                         "results_final_wait_seconds": 2}
     run_id = "manual__outage"
     database.stop()
     [step] = orchestration.plan(None, overrides, run_id)
@@ -164,9 +170,10 @@ def test_under_real_airflow_steps_spool_while_the_database_is_down_and_finish_lo
     from tests.airflow_harness import AIRFLOW, SMALL_ENV, AirflowHome
 
     env_file = tmp_path / "bench.env"
-    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nRESULTS_URL={database.url}\n")
+    env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nRESULTS_URL={database.url}\n"
+                        + "".join(f"{key.upper()}={value}\n" for key, value in WAITS.items()))
     airflow = AirflowHome(tmp_path / "home", env_file)
-    airflow.run("db", "migrate", check=True)
+    airflow.migrate()
     database.stop()
     proc = subprocess.Popen([AIRFLOW, "dags", "test", "dask_weak_scaling", "-c", '{"max_cores": 2}'],
                             env=airflow.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import uuid
@@ -140,6 +141,33 @@ def test_both_development_clusters_run_side_by_side(slurm_multinode):
                          capture_output=True, text=True, check=True).stdout
     assert re.search(r"ClusterName\s+= dwmulti\n", multi) and re.search(r"ClusterName\s+= daskweak\n", one)
     assert str(slurm_multinode.conf.parents[1]) in multi and str(slurm_multinode.conf.parents[1]) not in one
+
+
+def test_a_checkout_under_tmp_is_seen_by_every_host_at_its_own_path(slurm_multinode, tmp_path):
+    """CI may clone under /tmp, which every host has its own of: `up` from such a checkout binds it into every
+    host at its own path (hosts started from a checkout that is not there for them are built afresh)."""
+    checkout = tmp_path / "clone"  # pytest's tmp_path is under the machine's /tmp
+    shutil.copytree(DEV_CLUSTER, checkout / "slurm" / "dev-cluster")
+    (checkout / "marker").write_text("seen from the clone\n")
+    try:
+        up = subprocess.run([str(checkout / "slurm" / "dev-cluster" / "up"), "--nodes", "3", "--accounting"],
+                            capture_output=True, text=True, timeout=600, cwd=checkout)
+        assert up.returncode == 0, up.stderr[-2000:]
+        for host in HOSTS:
+            seen = subprocess.run([str(checkout / "slurm" / "dev-cluster" / "node"), host, "cat", "marker"],
+                                  cwd=checkout, capture_output=True, text=True, timeout=60)
+            assert seen.stdout == "seen from the clone\n", (host, seen.stderr)
+        # a job started from the clone runs there on a compute node
+        job = subprocess.run([str(checkout / "slurm" / "dev-cluster" / "login"), "srun", "-w", "node2", "cat",
+                              "marker"], cwd=checkout, capture_output=True, text=True, timeout=120)
+        assert job.stdout == "seen from the clone\n", job.stderr
+    finally:
+        again = slurm_cluster.up(3, "--accounting")  # the hosts of this checkout, for the tests after this one
+    assert again == slurm_multinode
+    assert wait_until(lambda: all_idle(again), timeout=60), again.node_states()
+    for host in HOSTS:  # …which see this checkout
+        assert slurm_multinode.on(host, "test", "-e", str(ROOT / "slurm" / "dev-cluster" / "up"), cwd=ROOT,
+                                  check=False).returncode == 0
 
 
 def test_down_after_a_crash_leaves_nothing_behind_and_up_works_again(slurm_multinode):

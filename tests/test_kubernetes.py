@@ -140,7 +140,7 @@ def test_both_dags_run_on_kubernetes_with_credentials_from_an_airflow_connection
     airflow = AirflowHome(tmp_path / "home", env_file,
                           extra={"AIRFLOW_CONN_BENCH_K8S": json.dumps(connection), "HOME": str(tmp_path)})
     airflow.env.pop("KUBECONFIG", None)
-    airflow.run("db", "migrate", check=True)
+    airflow.migrate()
     airflow.run("dags", "test", "dask_weak_scaling", "-c", '{"backend": "kubernetes", "max_cores": 2}', check=True)
     airflow.run("dags", "test", "dask_weak_scaling_nightly", env={"BACKEND": "kubernetes", "MAX_N_CORES": "1"},
                 check=True)

@@ -292,3 +292,35 @@ def test_a_killed_step_process_keeps_what_it_measured(small):
         rows = store.observations("killed")
     assert (record.status, record.error) == ("interrupted", KILLED_STEP)
     assert (~rows["warmup"]).sum() > 0 and (rows["status"] == "ok").all()
+
+
+def _heartbeat_in_flight(dask_worker, silent: str) -> None:
+    """The worker's next heartbeat goes to an address that accepts connections and never answers, so it is
+    still connecting when the worker closes: the race that printed a CommClosedError traceback in CI."""
+    dask_worker.scheduler = dask_worker.rpc(silent)
+    dask_worker.loop.add_callback(dask_worker.heartbeat)
+
+
+def test_a_worker_closing_with_a_heartbeat_in_flight_prints_no_traceback(small, capfd):
+    import logging
+    import socket
+
+    from distributed import LocalCluster
+
+    from daskweak.backends.base import open_cluster
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        # The scenario is real: a bare LocalCluster's workers print the traceback (distributed's own logging)…
+        with (LocalCluster(n_workers=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+                           silence_logs=logging.ERROR) as bare, Client(bare) as client):
+            client.run(_heartbeat_in_flight, silent=address)
+        assert "Failed to communicate with scheduler during heartbeat" in capfd.readouterr().err
+        # …and the local backend's workers, closed the same way, print nothing
+        settings = small(max_n_cores=2)
+        with open_cluster(settings, make_plan(settings)[-1]) as deployment:
+            deployment.client.run(_heartbeat_in_flight, silent=address)
+        err = capfd.readouterr().err
+    assert "Traceback" not in err and "heartbeat" not in err, err

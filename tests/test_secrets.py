@@ -105,7 +105,7 @@ def test_a_run_with_sentinel_secrets_shows_them_nowhere(tmp_path, secret_databas
     cli("plan")
 
     home = AirflowHome(tmp_path / "home", env_file)
-    home.run("db", "migrate", check=True)
+    home.migrate()
     dags_test = home.run("dags", "test", "dask_weak_scaling", check=True)
     outputs["airflow dags test"] = dags_test.stdout + dags_test.stderr
     airflow_run = home.latest_run_id("dask_weak_scaling")

@@ -18,7 +18,7 @@ def airflow(tmp_path_factory):
     env_file = base / ".env"
     shutil.copy(ROOT / ".env.example", env_file)
     home = AirflowHome(base / "home", env_file)
-    home.run("db", "migrate", check=True)
+    home.migrate()
     return home
 
 

@@ -194,7 +194,7 @@ def slurm_airflow(slurm, tmp_path):
     env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nOUT_DIR={tmp_path / 'out'}\n"
                         "SUITES=tasks\nACCOUNT=daskweak\nPARTITION=debug\nCORES_PER_NODE=1\n")
     airflow = AirflowHome(tmp_path / "home", env_file, extra={"SLURM_CONF": slurm})
-    airflow.run("db", "migrate", check=True)
+    airflow.migrate()
     return airflow
 
 
@@ -227,8 +227,13 @@ def test_the_dags_finish_cancels_the_jobs_of_a_sigkilled_step(slurm_airflow):
             return states == ["PENDING", "RUNNING", "RUNNING"]
 
         if wait_until(queued, 300):
-            for proc in psutil.process_iter(["cmdline"]):
-                if "daskweak.isolated" in (proc.info["cmdline"] or []) and "--cores=3" in proc.info["cmdline"]:
+            # this test's step process: one of its descendants (other tests' step processes run beside it)
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    cmdline = proc.cmdline()
+                except psutil.Error:
+                    continue
+                if "daskweak.isolated" in cmdline and "--cores=3" in cmdline:
                     proc.send_signal(signal.SIGKILL)
                     killed["pid"] = proc.pid
 

@@ -125,7 +125,7 @@ def login_airflow(cluster, work: Path, env: str):
         return done
 
     airflow.run = run
-    airflow.run("db", "migrate", check=True)
+    airflow.migrate()
     return airflow
 
 

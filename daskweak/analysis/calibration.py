@@ -217,7 +217,7 @@ def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None
     for _ in range(repeats):
         result = run_sweep(settings, run_id=f"{PURPOSE}-{new_run_id()}", progress=progress, purpose=PURPOSE)
         run_ids.append(result.run_id)
-    with ResultStore(settings.database_url) as store:
+    with ResultStore.of(settings) as store:
         observations = store.observations_of(run_ids)
         # the fingerprint as the runs recorded it, so a report finds the calibration of its own runs
         recorded = store.runs().set_index("run_id").loc[run_ids[0], "fingerprint"]

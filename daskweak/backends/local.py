@@ -8,6 +8,7 @@ from typing import Any
 from distributed import LocalCluster
 from distributed.security import Security
 
+from daskweak.backends.quiet_close import QuietClose
 from daskweak.plan import Step
 from daskweak.settings import Settings
 from daskweak.tls import security
@@ -19,7 +20,7 @@ def worker_specs(template: dict[str, Any], step: Step, processes: bool) -> dict[
     for node, cores in enumerate(step.node_cores):
         workers = [(f"node{node}-{w}", 1) for w in range(cores)] if processes else [(f"node{node}", cores)]
         for name, threads in workers:
-            options = dict(template["options"], nthreads=threads, name=name)
+            options = dict(template["options"], nthreads=threads, name=name, plugins=(QuietClose(),))
             if step.memory_per_node is not None:
                 options["memory_limit"] = step.memory_per_node // len(workers)
             specs[name] = {"cls": template["cls"], "options": options}
