@@ -117,15 +117,51 @@ class Postgres:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server shared by the session, removed afterwards."""
-    server = Postgres()
-    server.start()
-    try:
-        yield server.url
-    finally:
+SHARED_POSTGRES = "daskweak_postgres"  # the key of xdist's workerinput that names the run's one server
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist, in the controller, for each worker: the run's one PostgreSQL server, started for the first."""
+    server = getattr(node.config, "_daskweak_postgres", None)
+    if server is None:
+        server = Postgres()
+        server.start()
+        node.config._daskweak_postgres = server
+    node.workerinput[SHARED_POSTGRES] = server.url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = getattr(config, "_daskweak_postgres", None)
+    if server is not None:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL database of this session's own, dropped afterwards. Under pytest-xdist each worker gets a
+    database of its own on the run's one server (started by the controller); alone, a server of its own."""
+    shared = getattr(request.config, "workerinput", {}).get(SHARED_POSTGRES)
+    if shared is None:
+        server = Postgres()
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.remove()
+        return
+    import psycopg
+
+    name = f"daskweak_{request.config.workerinput['workerid']}"
+    admin = shared.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield shared.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def cluster_processes() -> list:
