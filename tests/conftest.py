@@ -26,31 +26,49 @@ SMALL = {
 }
 
 
-# How the parallel pass (bin/test: pytest-xdist, --dist loadgroup) shares the machine. Tests that use one rig
-# whose state they change run on one worker, in file order: every test of the Kubernetes rig (the podman tests
-# switch its runtime for everyone; the multi-node tests want it idle), the multi-node Slurm (some tests cut
-# links or stop it) and the single-node Slurm. Every other file is a group of its own, so its module-scoped
-# fixtures (a sweep, a browser, a PostgreSQL server) are made once. The rig groups go out first: they are the
-# longest, and a worker that finishes early takes the next file.
+# How the parallel pass (bin/test, pytest-xdist) shares the machine. The files of a rig whose state their tests
+# change run on one worker, in file order: the Kubernetes rig (the podman tests switch its runtime for everyone;
+# the multi-node tests want it idle), the multi-node Slurm (tests cut links, crash and rebuild it) and the
+# single-node Slurm. Every other file is a group of its own, so its module-scoped fixtures (a sweep, a
+# browser, a PostgreSQL server) are made once. The rig groups go out first: they are the longest, and a worker
+# that finishes early takes the next file. By file, not by test: pytest-xdist's own `xdist_group` marks do not
+# reach its scheduler under pytest 9.2 (it sets `item._nodeid`, which pytest no longer reads).
+RIG_FILES = {
+    "kubernetes": ("test_airflow_kubernetes_executor.py", "test_chart.py", "test_hardware_class.py", "test_images.py",
+                   "test_kubernetes.py", "test_kubernetes_client_pod.py", "test_kubernetes_multinode.py",
+                   "test_kubernetes_podman.py", "test_manifests.py", "test_pod_security.py", "test_settings.py"),
+    "slurm-multinode": ("test_dev_cluster.py", "test_slurm_multinode.py"),
+    "slurm": ("test_slurm.py",),
+}
 RIG_OF_FIXTURE = {"kube": "kubernetes", "slurm_multinode": "slurm-multinode", "slurm": "slurm"}
-RIG_OF_FILE = {"test_images.py": "kubernetes", "test_kubernetes_podman.py": "kubernetes"}
-FIRST = ("kubernetes", "slurm-multinode", "slurm")
+GROUP_OF_FILE = {name: rig for rig, names in RIG_FILES.items() for name in names}
 
 
-def xdist_group(item: pytest.Item) -> str:
-    for fixture, rig in RIG_OF_FIXTURE.items():
-        if fixture in item.fixturenames:
-            return rig
-    return RIG_OF_FILE.get(item.path.name, item.path.stem)
+def test_group(nodeid: str) -> str:
+    """The worker group of a test: its rig's, else its file's."""
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return GROUP_OF_FILE.get(name, name)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByRig(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return ByRig(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    groups = {item.nodeid: xdist_group(item) for item in items}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
-    rank = {group: position for position, group in enumerate(FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(FIRST)))  # stable: file order otherwise
+    for item in items:  # a new file that uses a rig must say so, or it would run beside the rig's own tests
+        for fixture, rig in RIG_OF_FIXTURE.items():
+            if fixture in item.fixturenames and test_group(item.nodeid) != rig:
+                raise pytest.UsageError(f"{item.nodeid} uses the {rig} rig (fixture {fixture}): add its file to "
+                                        f"RIG_FILES[{rig!r}] in tests/conftest.py")
+    first = {rig: rank for rank, rig in enumerate(RIG_FILES)}
+    items.sort(key=lambda item: first.get(test_group(item.nodeid), len(first)))  # stable: file order otherwise
 
 
 def need(reason: str) -> None:
