@@ -31,8 +31,9 @@ SMALL = {
 # the multi-node tests want it idle), the multi-node Slurm (tests cut links, crash and rebuild it) and the
 # single-node Slurm. Every other file is a group of its own, so its module-scoped fixtures (a sweep, a
 # browser, a PostgreSQL server) are made once. The rig groups go out first: they are the longest, and a worker
-# that finishes early takes the next file. By file, not by test: pytest-xdist's own `xdist_group` marks do not
-# reach its scheduler under pytest 9.2 (it sets `item._nodeid`, which pytest no longer reads).
+# that finishes early takes the next file, the longest first. By file, not by test: pytest-xdist's own
+# `xdist_group` marks do not reach its scheduler under pytest 9.2 (it sets `item._nodeid`, which pytest no
+# longer reads).
 RIG_FILES = {
     "kubernetes": ("test_airflow_kubernetes_executor.py", "test_chart.py", "test_hardware_class.py", "test_images.py",
                    "test_kubernetes.py", "test_kubernetes_client_pod.py", "test_kubernetes_multinode.py",
@@ -40,6 +41,12 @@ RIG_FILES = {
     "slurm-multinode": ("test_dev_cluster.py", "test_slurm_multinode.py"),
     "slurm": ("test_slurm.py",),
 }
+# After the rigs, the longest of the other files (bin/test prints the longest files of a run), so the last
+# files to start are short ones.
+LONGEST_FILES = ("test_airflow.py", "test_database_outage.py", "test_readme.py", "test_airflow_server.py",
+                 "test_secrets.py", "test_runner.py", "test_airflow_celery.py", "test_bin_airflow.py",
+                 "test_report_pages.py", "test_calibration.py", "test_reports.py", "test_cli.py", "test_tls.py",
+                 "test_warmups.py", "test_store.py", "test_settings_airflow.py")
 RIG_OF_FIXTURE = {"kube": "kubernetes", "slurm_multinode": "slurm-multinode", "slurm": "slurm"}
 GROUP_OF_FILE = {name: rig for rig, names in RIG_FILES.items() for name in names}
 
@@ -67,8 +74,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if fixture in item.fixturenames and test_group(item.nodeid) != rig:
                 raise pytest.UsageError(f"{item.nodeid} uses the {rig} rig (fixture {fixture}): add its file to "
                                         f"RIG_FILES[{rig!r}] in tests/conftest.py")
-    first = {rig: rank for rank, rig in enumerate(RIG_FILES)}
-    items.sort(key=lambda item: first.get(test_group(item.nodeid), len(first)))  # stable: file order otherwise
+    order = {group: rank for rank, group in enumerate((*RIG_FILES, *LONGEST_FILES))}
+    items.sort(key=lambda item: order.get(test_group(item.nodeid), len(order)))  # stable: file order otherwise
 
 
 def need(reason: str) -> None:
@@ -226,9 +233,27 @@ def kubectl(*args: str, kubeconfig: Path | None = None, stdin: str | None = None
     return done.stdout.strip()
 
 
+def _rig_coming_up() -> None:
+    """`.ci/run` starts k8s-local beside the first tests (its first build takes minutes) and names, in
+    DASKWEAK_K8S_EXPORTS, the file its `export KUBECONFIG=…` will be written to (FILE.failed: why it never
+    came): wait for either."""
+    exports = os.environ.get("DASKWEAK_K8S_EXPORTS")
+    if not exports or os.environ.get("KUBECONFIG"):
+        return
+    done, failed = Path(exports), Path(exports + ".failed")
+    if not wait_until(lambda: done.exists() or failed.exists(), timeout=1800, interval=1):
+        pytest.fail(f"k8s-local did not come up within 30 minutes ({exports})")
+    if failed.exists():
+        pytest.fail(f"k8s-local did not come up (.ci/run):\n{failed.read_text()}")
+    for line in done.read_text().splitlines():
+        if line.startswith("export KUBECONFIG="):
+            os.environ["KUBECONFIG"] = line.removeprefix("export KUBECONFIG=").strip().strip("'\"")
+
+
 @pytest.fixture(scope="session")
 def kube() -> str:
     """The API server of KUBECONFIG, checked to answer and to serve the Dask operator's CRDs (CI: k8s-local)."""
+    _rig_coming_up()
     config = os.environ.get("KUBECONFIG")
     if not config or not os.path.exists(config) or not shutil.which("kubectl"):
         need("no Kubernetes cluster: set KUBECONFIG (e.g. `eval \"$(../shared/k8s-local/up)\"`)")

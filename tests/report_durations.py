@@ -1,5 +1,6 @@
 """What `bin/test` prints after its two passes: each pass's wall time, the slowest tests of both (setup and
-teardown included, as JUnit XML records them), and one closing line with the counts of both passes."""
+teardown included, as JUnit XML records them), the longest files, and one closing line with the counts of
+both passes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bin/test: the {args.slowest} slowest tests of both passes")
     for seconds, test_id, outcome in sorted(cases, reverse=True)[: args.slowest]:
         print(f"{seconds:8.1f}s  {test_id}{'' if outcome == 'passed' else f'  ({outcome})'}")
+    per_file: dict[str, float] = {}
+    for seconds, test_id, _ in cases:
+        name = test_id.split("::", 1)[0]
+        per_file[name] = per_file.get(name, 0.0) + seconds
+    print("bin/test: the 15 longest files (tests/conftest.py sends the longest out first)")
+    for name, seconds in sorted(per_file.items(), key=lambda item: -item[1])[:15]:
+        print(f"{seconds:8.1f}s  {name}")
     counts = {kind: sum(1 for *_, outcome in cases if outcome == kind) for kind in ("passed", "failed", "skipped")}
     print(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
     return 1 if counts["failed"] or not cases else 0

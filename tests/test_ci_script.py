@@ -33,7 +33,13 @@ def _project(tmp_path: Path, up: str, **stand_ins: str) -> tuple[Path, dict[str,
     scripts = {
         ".ci/packages": 'echo "packages installed"\n',
         "bin/_venv.sh": 'VENV="$(pwd)/.venv"\n',
-        "bin/test": 'echo "tests ran with CI=$CI KUBECONFIG=$KUBECONFIG"\n',
+        # as a Kubernetes test does (tests/conftest.py): wait for the rig's exports, or for why it never came
+        "bin/test": ('echo "tests ran with CI=$CI"\n'
+                     'while [ ! -e "$DASKWEAK_K8S_EXPORTS" ]; do\n'
+                     '  [ -e "$DASKWEAK_K8S_EXPORTS.failed" ] && { echo "the tests saw the rig fail"; exit 1; }\n'
+                     '  sleep 0.1\n'
+                     'done\n'
+                     'echo "the tests saw: $(cat "$DASKWEAK_K8S_EXPORTS")"\n'),
         ".venv/bin/ruff": "echo ruff ran\n",
         ".venv/bin/python": 'echo "python $*"\n',  # runs .ci/check-test-ids
         "slurm/dev-cluster/up": 'echo "slurm up $*"\n',
@@ -53,35 +59,44 @@ def _kubeconfig(tmp_path: Path) -> str:
 
 
 def test_a_rig_that_does_not_come_up_stops_ci_with_its_message(tmp_path):
+    """Its tests fail with its message (never skip), and CI fails with its log."""
     project, env = _project(tmp_path, 'echo "k8s-local: etcd did not start (log tail …)" >&2; exit 1\n')
     done = subprocess.run(["bash", ".ci/run"], cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "etcd did not start" in done.stderr and "failed twice" in done.stderr
-    assert "tests ran" not in done.stdout
+    assert "the tests saw the rig fail" in done.stdout  # a failure, never a skip
 
 
 def test_ci_runs_the_tests_with_ci_set_once_the_rig_is_up(tmp_path):
     project, env = _project(tmp_path, _kubeconfig(tmp_path))
     done = subprocess.run(["bash", ".ci/run"], cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert f"tests ran with CI=true KUBECONFIG={tmp_path / 'kubeconfig'}" in done.stdout
+    assert "tests ran with CI=true" in done.stdout
+    assert f"the tests saw: export KUBECONFIG={tmp_path / 'kubeconfig'}" in done.stdout
     assert "ruff ran" in done.stdout
     assert "python .ci/check-test-ids" in done.stdout  # the check of the test ids prints its counts
     # every phase and every rig says how long it took, on stdout and in DASKWEAK_CI_TIMES
-    timed = [line.split()[1] for line in (tmp_path / "times").read_text().splitlines()]
-    assert timed == ["packages", "venv", "phase", "k8s-local", "slurm-multinode", "slurm", "image", "test-ids",
-                     "phase", "phase", "phase", "total"]
+    timed = [line.split(": ", 1)[1].rsplit(None, 2)[0] for line in (tmp_path / "times").read_text().splitlines()]
+    assert timed == ["packages", "venv", "phase packages", "slurm-multinode", "slurm", "test-ids", "phase rigs",
+                     "phase tests", "k8s-local", "image", "phase lint", "total"]
     for phase in ("packages", "rigs", "tests", "lint"):
         assert f"phase {phase}" in done.stdout
 
 
-@pytest.mark.parametrize("script", ["slurm/dev-cluster/up", "docker/build-images", ".ci/packages", ".venv/bin/python"])
-def test_any_rig_or_check_that_fails_stops_ci_with_its_log(tmp_path, script):
+@pytest.mark.parametrize("script", ["slurm/dev-cluster/up", ".ci/packages", ".venv/bin/python"])
+def test_a_rig_or_check_needed_before_the_tests_that_fails_stops_ci_with_its_log(tmp_path, script):
     project, env = _project(tmp_path, _kubeconfig(tmp_path), **{script: 'echo "it broke: $*" >&2; exit 1\n'})
     done = subprocess.run(["bash", ".ci/run"], cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "it broke" in done.stderr and "failed after" in done.stderr
     assert "tests ran" not in done.stdout
+
+
+def test_an_image_that_fails_to_build_fails_ci_with_its_log(tmp_path):
+    project, env = _project(tmp_path, _kubeconfig(tmp_path), **{"docker/build-images": 'echo "no base" >&2; exit 1\n'})
+    done = subprocess.run(["bash", ".ci/run"], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "no base" in done.stderr and "image failed after" in done.stderr
 
 
 def test_ci_fails_when_the_tests_fail_and_still_lints(tmp_path):
