@@ -692,7 +692,9 @@ def test_the_runtime_account_may_do_what_a_sweep_does_and_nothing_else(kube_name
     fails (see the Role's comment). `helm uninstall` removes the cluster-wide node reader too."""
     namespace = kube_namespace
     values = {"tls": {"enabled": True, "create": False}} if tls else {}  # TLS: an admin makes the Secret, later
-    with helm.Config(namespace=namespace) as helm_config:
+    # explicit: the Go library behind helm_python read the environment when it was loaded, maybe before the
+    # `kube` fixture set KUBECONFIG (.ci/run brings the rig up beside the first tests)
+    with helm.Config(namespace=namespace, kubeconfig_path=os.environ["KUBECONFIG"]) as helm_config:
         release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
         try:
             assert release["status"] == "deployed"
@@ -758,7 +760,8 @@ def test_the_service_account_runs_a_tls_sweep_with_the_charts_settings(kube, kub
     values = {**tls_values, "settings": {"KUBE_SERVICE_TYPE": "LoadBalancer", "MAX_N_CORES": 1, "STEP_BY": 1,
                                          "CORES_PER_NODE": 1, "SUITES": "tasks", "OBS_PER_ITER": 1,
                                          "PROBLEM_SIZE_TASKS": 20, "TIMEOUT": 90}}
-    with helm.Config(namespace=namespace) as helm_config:  # `helm install`, by Helm's own engine, into the real API
+    # `helm install`, by Helm's own engine, into the real API; the kubeconfig explicit (see above)
+    with helm.Config(namespace=namespace, kubeconfig_path=kube) as helm_config:
         release = helm_config.install(CHART, "daskweak", values, namespace=namespace, timeout=120)
         try:
             sweep_as_the_service_account(namespace, release, values, kube, cert_dir, tmp_path)
