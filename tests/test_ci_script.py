@@ -49,7 +49,8 @@ def _project(tmp_path: Path, up: str, **stand_ins: str) -> tuple[Path, dict[str,
         _script(project / name, text)
     _script(tmp_path / "rig" / "up", up)
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "CI")}
-    return project, env | {"K8S_LOCAL": str(tmp_path / "rig"), "DASKWEAK_CI_TIMES": str(tmp_path / "times")}
+    return project, env | {"K8S_LOCAL": str(tmp_path / "rig"), "DASKWEAK_CI_TIMES": str(tmp_path / "times"),
+                           "TMPDIR": str(tmp_path)}
 
 
 def _kubeconfig(tmp_path: Path) -> str:
