@@ -51,7 +51,7 @@ RIG_OF_FIXTURE = {"kube": "kubernetes", "slurm_multinode": "slurm-multinode", "s
 GROUP_OF_FILE = {name: rig for rig, names in RIG_FILES.items() for name in names}
 
 
-def test_group(nodeid: str) -> str:
+def group_of(nodeid: str) -> str:
     """The worker group of a test: its rig's, else its file's."""
     name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
     return GROUP_OF_FILE.get(name, name)
@@ -63,7 +63,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     class ByRig(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return test_group(nodeid)
+            return group_of(nodeid)
 
     return ByRig(config, log)
 
@@ -71,11 +71,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:  # a new file that uses a rig must say so, or it would run beside the rig's own tests
         for fixture, rig in RIG_OF_FIXTURE.items():
-            if fixture in item.fixturenames and test_group(item.nodeid) != rig:
+            if fixture in item.fixturenames and group_of(item.nodeid) != rig:
                 raise pytest.UsageError(f"{item.nodeid} uses the {rig} rig (fixture {fixture}): add its file to "
                                         f"RIG_FILES[{rig!r}] in tests/conftest.py")
     order = {group: rank for rank, group in enumerate((*RIG_FILES, *LONGEST_FILES))}
-    items.sort(key=lambda item: order.get(test_group(item.nodeid), len(order)))  # stable: file order otherwise
+    items.sort(key=lambda item: order.get(group_of(item.nodeid), len(order)))  # stable: file order otherwise
 
 
 def need(reason: str) -> None:

@@ -38,7 +38,7 @@ RUN_AS_WRITTEN = {
 ELSEWHERE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "./bin/test": (".ci/run (the CI entry point; it cannot run inside itself)", ".ci/run", ("./bin/test",)),
     'eval "$(K8S_LOCAL_POD_PATH=$PWD/.venv/bin ../shared/k8s-local/up)" && ./bin/test tests/test_kubernetes.py': (
-        ".ci/run (k8s-local up, then the whole suite with KUBECONFIG set)", ".ci/run",
+        ".ci/run (packages, rigs, then the whole suite and ruff)", ".ci/run",
         ("k8s-local", "K8S_LOCAL_POD_PATH", "/.venv/bin", "./bin/test"),
     ),
     'eval "$(slurm/dev-cluster/up --accounting)"': (
