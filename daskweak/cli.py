@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     run = commands.add_parser("run", parents=[common], help="run the sweep and store every observation")
     run.set_defaults(command=cmd_run)
+    run.add_argument("--nightly", action="store_true",
+                     help="record the run as a night (a cron job without Airflow): once `daskweak check` has "
+                     "judged it, it may join the baseline later nights are judged against")
     plan = commands.add_parser("plan", parents=[common], help="print the steps without starting anything")
     plan.set_defaults(command=cmd_plan)
     secret = commands.add_parser("k8s-secret", parents=[common],
@@ -159,7 +162,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.store import ResultStore
 
     with interrupts_raise(), _RichProgress() as progress:
-        result = run_sweep(settings, progress=progress)
+        result = run_sweep(settings, progress=progress, kind="nightly" if args.nightly else "cli")
     if result.unwritten:  # the database is still away: nothing to tabulate or export yet, the spool has it
         _print_failed_steps(result.summaries)
         raise ResultsNotWritten(f"run {result.run_id} ({result.status}): {result.unwritten}")

@@ -145,7 +145,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             env_file, overrides = resolve()
             run_id = get_current_context()["run_id"]
             with kube_credentials(env_file, overrides, run_id):  # the run's record lists the cluster's nodes
-                return orch.plan(env_file, overrides, run_id)
+                return orch.plan(env_file, overrides, run_id, "nightly" if nightly else "manual")
 
         @task(
             multiple_outputs=False,

@@ -150,9 +150,9 @@ def kube_conn_id(env_file: str | None, overrides: dict[str, Any]) -> str | None:
     return settings.kube_conn_id if settings.backend == "kubernetes" else None
 
 
-def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    """Record the run (spooled if the database does not answer; `finish` loads it) and return one JSON-able
-    step per mapped task."""
+def plan(env_file: str | None, overrides: dict[str, Any], run_id: str, kind: str = "manual") -> list[dict[str, Any]]:
+    """Record the run as `kind` (nightly or manual; spooled if the database does not answer, `finish` loads
+    it) and return one JSON-able step per mapped task."""
     from daskweak.runner import start_run
     from daskweak.spool import spool_for
     from daskweak.store import ResultStore
@@ -160,7 +160,7 @@ def plan(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[d
     settings = load_settings(env_file, **overrides)
     with ResultStore.of(settings) as store:
         spool = spool_for(settings.res_dir, store)
-        if not start_run(settings, spool, run_id):
+        if not start_run(settings, spool, run_id, kind=kind):
             log.warning("%s", spool.message(spool.pending(run_id), spool.last_error))
     return [step.as_dict() for step in make_plan(settings)]
 

@@ -76,12 +76,14 @@ def now() -> datetime:
 
 
 def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str, Any] | None = None,
-              purpose: str | None = None) -> bool:
-    """Record the run before its first step: configuration (no secrets), fingerprint, versions, host, and for a
-    command-line run its driver process. Returns whether the table has it (else the spool keeps it).
+              purpose: str | None = None, kind: str = "cli") -> bool:
+    """Record the run before its first step: configuration (no secrets), fingerprint, versions, host, what
+    started it (`kind`, one of store.RUN_KINDS) and for a command-line run its driver process. Returns whether
+    the table has it (else the spool keeps it).
 
-    A run with a `purpose` (a calibration) gets it appended to its fingerprint, so no nightly baseline,
-    which holds runs of one fingerprint, ever includes it. The hardware class keeps other hardware out too."""
+    Only judged "nightly" runs form a baseline. A run with a `purpose` (a calibration) also gets it appended to
+    its fingerprint, so no baseline of runs of one fingerprint ever includes it. The hardware class keeps other
+    hardware out too."""
     hardware = runinfo.hardware(settings)
     return spool.start_run({
         "run_id": run_id,
@@ -99,11 +101,12 @@ def start_run(settings: Settings, spool: Spool, run_id: str, *, driver: dict[str
         "hardware_class": runinfo.hardware_class(hardware),
         "driver": driver,
         "heartbeat_at": now() if driver else None,
+        "kind": purpose or kind,
     })
 
 
 def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progress | None = None,
-              purpose: str | None = None) -> SweepResult:
+              purpose: str | None = None, kind: str = "cli") -> SweepResult:
     """Every step of the plan in order; a failed step is recorded and the sweep goes on, and so does a sweep
     whose database does not answer: its rows wait in the spool (`daskweak.spool`)."""
     usable_backend(settings)  # an unusable backend or setting fails the run before anything is recorded
@@ -115,7 +118,7 @@ def run_sweep(settings: Settings, *, run_id: str | None = None, progress: Progre
         earlier = spool.sync()  # what earlier runs could not write
         if earlier.loaded:
             log.warning("loaded spooled results of earlier runs: %s", earlier.loaded)
-        start_run(settings, spool, run_id, driver=this_driver(), purpose=purpose)
+        start_run(settings, spool, run_id, driver=this_driver(), purpose=purpose, kind=kind)
         try:
             with heartbeat(store, run_id):
                 for step in make_plan(settings):

@@ -490,8 +490,10 @@ MEASURED = frozenset({
 
 
 # Measured settings added after runs were stored: hashed only when not at their default, so earlier runs keep their
-# fingerprints and baselines (their worker pods were placed without a rule; every step so far had one worker pod).
-MEASURED_WHEN_SET = {"kube_worker_placement": "spread"}
+# fingerprints and baselines (their worker pods were placed without a rule; every step so far had one worker pod;
+# they took 3 observations). The observation count decides the noise of a run's median, which a baseline's spread
+# stands for: another count starts another baseline.
+MEASURED_WHEN_SET = {"kube_worker_placement": "spread", "obs_per_iter": 3}
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:

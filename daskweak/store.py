@@ -85,7 +85,13 @@ runs = Table(
     # regression baseline only holds runs of the same class. Older runs have neither (their own class).
     Column("hardware", JSON),
     Column("hardware_class", String(32)),
+    # Added with the judged-baseline rule: what started the run (RUN_KINDS). Only judged nightly runs form a
+    # regression baseline; older runs have none and count when they were judged (they were nights).
+    Column("kind", String(16)),
 )
+
+# What may start a run: the nightly DAG, the manual DAG, the command line, a calibration.
+RUN_KINDS = ("nightly", "manual", "cli", "calibration")
 
 steps = Table(
     "steps", metadata,

@@ -202,13 +202,14 @@ START = datetime(2026, 1, 1, 2, tzinfo=UTC)
 
 
 def night(store: ResultStore, index: int, rng: np.random.Generator, slower: dict[str, float] | None = None,
-          hardware_class: str = "hw-a", memory: float = 1.0) -> str:
+          hardware_class: str = "hw-a", memory: float = 1.0, kind: str | None = None) -> str:
     """One stored nightly run of 3 operations × 1 core × 3 observations (1 % noise), with peak memory."""
     run_id = f"night{index:03d}"
     when = START + timedelta(days=index)
     store.start_run({"run_id": run_id, "started_at": when, "finished_at": when, "status": "ok", "backend": "local",
                      "scaling": "weak", "use_ssl": False, "fingerprint": "f", "config": {}, "versions": {},
-                     "host": "h", "hardware": {"cpu_model": hardware_class}, "hardware_class": hardware_class})
+                     "host": "h", "hardware": {"cpu_model": hardware_class}, "hardware_class": hardware_class,
+                     "kind": kind})
     rows = []
     for suite, operation in OPERATIONS:
         factor = (slower or {}).get(f"{suite}.{operation}", 1.0)
@@ -303,6 +304,39 @@ def test_without_restart_nights_the_same_change_stays_red(results):
     assert verdict_of(record, "tasks.chain")["verdict"] == "regression" and "change point" not in record["markdown"]
 
 
+def test_only_judged_nightly_runs_form_a_baseline(results):
+    """An ad-hoc run (even one checked by hand), a manual DAG run and a night whose check failed, all slower,
+    must not soften the baseline a lasting slowdown is judged against (they left it "unchanged" for 4 nights)."""
+    store, settings = results
+    rng = np.random.default_rng(21)
+    for index in range(12):
+        check_run(store, night(store, index, rng, kind="nightly"), settings)
+    slow = {"tasks.chain": 1.25}
+    check_run(store, night(store, 12, rng, slow, kind="cli"), settings)  # `daskweak run` then `daskweak check`
+    night(store, 13, rng, slow, kind="manual")
+    night(store, 14, rng, slow, kind="nightly")  # its check never ran
+    first = check_run(store, night(store, 15, rng, slow, kind="nightly"), settings)
+    assert verdict_of(first, "tasks.chain")["verdict"] == "suspected"
+    assert not {"night012", "night013", "night014"} & set(first["baseline"]) and len(first["baseline"]) == 12
+    second = check_run(store, night(store, 16, rng, slow, kind="nightly"), settings)
+    assert verdict_of(second, "tasks.chain")["verdict"] == "regression" and second["status"] == "regression"
+
+
+def test_a_regression_nobody_accepts_stays_red_however_many_nights_pass(results):
+    """The check once read only the last 3·max(K, N) runs: the baseline ran out, the slow nights joined it and
+    the regression turned green by itself (at K = 5, after 15 nights)."""
+    store, shipped = results
+    settings = load_settings(res_dir=shipped.res_dir, regression_baseline_runs=5)
+    rng = np.random.default_rng(22)
+    for index in range(6):
+        check_run(store, night(store, index, rng), settings)
+    slow = {"tasks.chain": 1.25}
+    verdicts = [verdict_of(check_run(store, night(store, index, rng, slow), settings), "tasks.chain")
+                for index in range(6, 30)]
+    assert [v["verdict"] for v in verdicts[1:]] == ["regression"] * 23
+    assert {v["baseline_runs"] for v in verdicts} == {5}
+
+
 def test_restart_nights_shorter_than_a_baseline_are_refused():
     with pytest.raises(ConfigError, match=r"REGRESSION_RESTART_NIGHTS.*≥ REGRESSION_MIN_BASELINE_RUNS \(5\)"):
         load_settings(regression_restart_nights=3)
@@ -342,7 +376,7 @@ def test_a_night_on_another_hardware_class_has_no_baseline_and_never_joins_the_o
     store, settings = results
     rng = np.random.default_rng(8)
     for index in range(8):
-        night(store, index, rng)
+        check_run(store, night(store, index, rng), settings)  # only judged nights form a baseline
     other = check_run(store, night(store, 8, rng, {"tasks.chain": 2.0}, hardware_class="hw-b"), settings)
     assert other["status"] == "no baseline" and "new hardware class: no baseline" in other["markdown"]
     back = check_run(store, night(store, 9, rng), settings)

@@ -73,16 +73,21 @@ def test_the_regression_check_uses_only_earlier_runs_with_the_same_fingerprint(t
 
     settings = load_settings(**SMALL | {"res_dir": str(tmp_path), "suites": "tasks", "max_n_cores": 1,
                                         "obs_per_iter": 2})
-    same = [run_sweep(settings).run_id for _ in range(4)]
-    other = run_sweep(load_settings(**settings.model_dump() | {"problem_size_tasks": 30})).run_id
-    # three earlier runs: the least a t test can judge (the shipped minimum is 5)
-    assert main(["check", same[-1], "--set", f"RES_DIR={tmp_path}", "--set", "SUITES=tasks",
-                 "--set", "REGRESSION_MIN_BASELINE_RUNS=3"]) == 0
+    check = ["--set", f"RES_DIR={tmp_path}", "--set", "SUITES=tasks", "--set", "REGRESSION_MIN_BASELINE_RUNS=3"]
+    same, other = [], None
+    for index in range(4):  # judged nights (a cron job's `run --nightly` + `check`): what a baseline holds
+        same.append(run_sweep(settings, kind="nightly").run_id)
+        if index == 1:
+            other = run_sweep(load_settings(**settings.model_dump() | {"problem_size_tasks": 30}),
+                              kind="nightly").run_id
+            assert main(["check", other, *check]) == 0
+        # three earlier runs: the least a t test can judge (the shipped minimum is 5)
+        assert main(["check", same[-1], *check]) == 0
     store = ResultStore(settings.database_url)
     verdict = store.verdict(same[-1])
     store.close()
     assert verdict["baseline"] == same[:-1] and other not in verdict["baseline"]
-    # never checked before, no night can confirm a suspicion: a first check is never red
+    # the earlier nights had no baseline, so none was suspected: nothing can confirm a suspicion yet
     assert verdict["status"] != "regression" and f"run `{same[-1]}` against 3 baseline run(s)" in verdict["markdown"]
     assert {row["verdict"] for row in verdict["comparisons"]} <= {"unchanged", "suspected", "improvement"}
     assert {row["metric"] for row in verdict["comparisons"]} == {"duration", "peak_memory"}

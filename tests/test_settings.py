@@ -176,7 +176,11 @@ def test_public_config_hides_the_database_password():
 
 def test_fingerprint_changes_with_what_is_measured_only():
     base = load_settings()
-    assert base.fingerprint() == load_settings(obs_per_iter=9, verbose=True).fingerprint()
+    assert base.fingerprint() == load_settings(verbose=True, results_retry_seconds=5).fingerprint()
+    # another observation count is another noise of each run's median: another baseline (10 → 3 kept the old one
+    # and turned 4 % of nights red); the seed's 3 keeps the fingerprints stored before this rule
+    assert base.fingerprint() != load_settings(obs_per_iter=9).fingerprint()
+    assert base.fingerprint() == load_settings(obs_per_iter=3).fingerprint()
     assert base.fingerprint() != load_settings(problem_size_array=1024).fingerprint()
     assert base.fingerprint() != load_settings(scaling="strong").fingerprint()
 

@@ -435,16 +435,18 @@ def _past_verdicts(stored: dict[str, dict[str, Any]]) -> dict[str, dict[tuple, d
     return found
 
 
-def _acceptances(store: ResultStore, earlier: list[str], order: list[str], run_id: str) -> list[dict[str, Any]]:
-    """The acceptances of this history, each with its run's position in `order` (−1: before the window)."""
+def _acceptances(store: ResultStore, earlier: pd.DataFrame, order: list[str], run_id: str) -> list[dict[str, Any]]:
+    """The acceptances of this history, each with its run's position in `order`: the number of baseline
+    nights before it (len(order) for `run_id` itself); runs of other settings are left out."""
+    started = dict(zip(earlier["run_id"], earlier["started_at"], strict=True))
+    nights = [started[rid] for rid in order]
     found = []
     for row in store.acceptances().to_dict("records"):
         if row["run_id"] == run_id:
             position = len(order)
-        elif row["run_id"] in order:
-            position = order.index(row["run_id"])
-        elif row["run_id"] in earlier:
-            position = -1
+        elif row["run_id"] in started:
+            position = sum(when < started[row["run_id"]] for when in nights) if row["run_id"] not in order \
+                else order.index(row["run_id"])
         else:
             continue
         accepted_at = pd.Timestamp(row["accepted_at"])
@@ -453,17 +455,39 @@ def _acceptances(store: ResultStore, earlier: list[str], order: list[str], run_i
     return found
 
 
+def baseline_nights(earlier: pd.DataFrame, judged: Iterable[str]) -> list[str]:
+    """The runs that may form a baseline, oldest first: nightly runs that were judged. An ad-hoc run, a manual
+    DAG run or a night whose check never ran says nothing about the nightly level (runs from before run kinds
+    were recorded count when they were judged: only nights were)."""
+    kind = earlier["kind"] if "kind" in earlier else pd.Series(None, index=earlier.index, dtype=object)
+    nightly = kind.isna() | (kind == "nightly")
+    return list(earlier.loc[nightly & earlier["run_id"].isin(set(judged)), "run_id"])
+
+
+def stored_values(history: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The (run, comparison) medians kept in stored verdicts: a night's values without reading its
+    observations, so the whole history of a comparison stays in reach however long it is."""
+    rows = [{"run_id": run_id, "suite": c["suite"], "operation": c["operation"],
+             "cores_requested": int(c["cores_requested"]), "metric": c.get("metric") or "duration",
+             "median": c["median"]}
+            for run_id, record in history.items() for c in record["comparisons"] if c.get("median") is not None]
+    return pd.DataFrame(rows, columns=["run_id", *COMPARISON, "median"])
+
+
 def check_run(store: ResultStore, run_id: str, settings: Settings) -> dict[str, Any]:
-    """The verdict of `run_id` against its baseline, saved with the run (replacing an earlier one)."""
+    """The verdict of `run_id` against its baseline, saved with the run (replacing an earlier one).
+
+    The whole judged nightly history is read, from the medians stored with each verdict: a baseline is the
+    last K eligible nights however far back they are, so a regression nobody accepts stays red."""
     rule = thresholds_of(settings)
     earlier, reason = comparable_runs(store.runs(), run_id)
-    every = list(earlier["run_id"])
-    # the baseline needs the last K eligible runs, and the confirmation the last N − 1: suspected runs in
-    # between are skipped, so look further back than K (a run is ~2,500 rows: reading 3K runs is cheap)
-    order = every[-3 * max(rule.baseline_runs, rule.confirm_n):]
-    acceptances = _acceptances(store, every, order, run_id)
-    values = run_values(store.observations_of([*order, run_id]))
-    table = compare_history(values, order, run_id, _past_verdicts(store.verdict_history(order)), acceptances, rule)
+    order = baseline_nights(earlier, store.verdict_statuses())
+    if not order and reason is None:
+        reason = "no judged nightly run with these settings yet: no baseline"
+    history = store.verdict_history(order)
+    acceptances = _acceptances(store, earlier, order, run_id)
+    values = pd.concat([stored_values(history), run_values(store.observations(run_id))], ignore_index=True)
+    table = compare_history(values, order, run_id, _past_verdicts(history), acceptances, rule)
     baseline = table.attrs.get("baseline", [])
     record = {
         "run_id": run_id, "created_at": datetime.now(UTC), "status": status(table), "baseline": baseline,
