@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", parents=[common],
                                   help="compare runs with the first: ratio per operation and cores, significance")
     compare.set_defaults(command=cmd_compare)
-    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID")
+    compare.add_argument("run_ids", nargs="+", metavar="RUN_ID[,RUN_ID…]",
+                         help="one side per argument; several runs of a side joined by commas are tested at the "
+                         "run level")
     compare.add_argument("--out", type=Path,
                          help="directory for compare.html and its plots (default: RES_DIR/reports/compare-…)")
     publish = commands.add_parser("publish", parents=[common],
@@ -156,7 +158,7 @@ def cmd_plan(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.analysis.stats import efficiency
-    from daskweak.analysis.tables import efficiency_table
+    from daskweak.analysis.tables import efficiency_table, noise_note
     from daskweak.export import export_run
     from daskweak.runner import run_sweep
     from daskweak.store import ResultStore
@@ -168,10 +170,15 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         raise ResultsNotWritten(f"run {result.run_id} ({result.status}): {result.unwritten}")
     with ResultStore.of(settings) as store:
         observations = store.observations(result.run_id)
+        note = None
         if not observations.empty:
-            console.print(efficiency_table(efficiency(observations, settings.scaling), settings.scaling))
+            table = efficiency(observations, settings.scaling, settings.noise_limit_pct / 100)
+            console.print(efficiency_table(table, settings.scaling))
+            note = noise_note(table, settings.noise_limit_pct / 100)
         files = export_run(store, result.run_id, settings.res_dir, settings.res_file_name)
     _print_failed_steps(result.summaries)
+    if note:
+        console.print(f"[yellow]{note}[/yellow]", highlight=False)
     console.print(f"run [bold]{result.run_id}[/bold]: {result.status}; results in {settings.masked_database_url}")
     for path in files:
         console.print(f"  wrote {path}")
@@ -207,24 +214,30 @@ def cmd_report(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
-    from daskweak.analysis.report import compare, compare_report, too_few
+    from daskweak.analysis.comparison import label, sides_of, too_few
+    from daskweak.analysis.report import compare, compare_report, ratio_interval_text
     from daskweak.store import ResultStore
 
-    if len(args.run_ids) < 2:
-        raise DaskweakError("compare needs two or more runs: the first is the reference")
+    sides = sides_of(args.run_ids)
+    if len(sides) < 2:
+        raise DaskweakError("compare needs two or more sides (runs, or RUN,RUN,… groups): the first is the reference")
     with ResultStore.of(settings) as store:
-        ratios = compare(store, args.run_ids)
-        directory = args.out or settings.res_dir / "reports" / f"compare-{'-vs-'.join(args.run_ids)}"
-        paths = compare_report(store, args.run_ids).write(directory, name="compare.html")
-    table = Table(title=f"median time relative to {args.run_ids[0]} (ratio > 1: slower)")
-    numbers = ("cores", "ratio", "95% CI", "p (Mann-Whitney)")
-    for column in ("run", "suite", "operation", *numbers, "significant"):
+        ratios = compare(store, sides)
+        name = "-vs-".join(label(side).replace(",", "+") for side in sides)
+        directory = args.out or settings.res_dir / "reports" / f"compare-{name}"
+        paths = compare_report(store, sides).write(directory, name="compare.html")
+    table = Table(title=f"median time relative to {label(sides[0])} (ratio > 1: slower; Holm over "
+                  f"{len(ratios)} comparisons)")
+    numbers = ("cores", "ratio", "interval", "p", "p (Holm)")
+    for column in ("run", "suite", "operation", "unit", *numbers, "significant"):
         table.add_column(column, justify="right" if column in numbers else "left")
     for row in ratios.itertuples():
-        table.add_row(row.run, row.suite, row.operation, str(row.cores_requested), f"{row.ratio:.3f}",
-                      f"{row.ratio_ci_low:.3f} – {row.ratio_ci_high:.3f}", f"{row.p_value:.2g}",
-                      "yes" if row.significant else "no")
+        table.add_row(row.run, row.suite, row.operation, row.unit, str(row.cores_requested), f"{row.ratio:.3f}",
+                      ratio_interval_text(row.ratio_ci_low, row.ratio_ci_high), f"{row.p_value:.2g}",
+                      f"{row.p_adjusted:.2g}", "yes" if row.significant else "no")
     console.print(table)
+    console.print("interval: at the level Holm tested the row at, from the same test (it excludes 1 exactly when "
+                  "the row is significant; —: too few observations to bound it)", highlight=False)
     if note := too_few(ratios):
         console.print(f"[yellow]{note}[/yellow]", highlight=False)
     console.print(f"wrote {paths[0]}", highlight=False)

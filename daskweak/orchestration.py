@@ -192,7 +192,7 @@ def finish(
     StepsFailed after writing when a step failed, so the Airflow run turns red.
     """
     from daskweak.analysis.stats import efficiency
-    from daskweak.analysis.tables import as_text, efficiency_table
+    from daskweak.analysis.tables import as_text, efficiency_table, noise_note
     from daskweak.export import export_run
     from daskweak.runner import now
     from daskweak.spool import spool_for
@@ -216,7 +216,11 @@ def finish(
     if missing is not None:
         raise ResultsMissing("\n".join([_missing_message(run_id, missing, settings.masked_database_url),
                                         *(f"  {line}" for line in leftovers)]))
-    lines = [as_text(efficiency_table(efficiency(rows, settings.scaling), settings.scaling))] if len(rows) else []
+    lines = []
+    if len(rows):
+        table = efficiency(rows, settings.scaling, settings.noise_limit_pct / 100)
+        lines.append(as_text(efficiency_table(table, settings.scaling)))
+        lines += [note] if (note := noise_note(table, settings.noise_limit_pct / 100)) else []
     lines.append(f"run {run_id}: {status}; results in {settings.masked_database_url}")
     lines += [f"  wrote {path}" for path in files]
     lines += [f"  {line}" for line in leftovers]

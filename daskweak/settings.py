@@ -248,6 +248,11 @@ class Settings(BaseSettings):
     regression_min_baseline_runs: int = _setting(
         5, "an integer ≥ 3 and ≤ REGRESSION_BASELINE_RUNS", "Fewer baseline runs than this: 'no baseline'.", ge=3,
     )
+    noise_limit_pct: float = _setting(
+        10.0, "a percentage > 0",
+        "A value whose 95 % interval's half-width exceeds this share of it is shown as noisy, never as a result.",
+        gt=0,
+    )
     regression_threshold_pct: float = _setting(
         3.0, "a percentage ≥ 0", "A change smaller than this is never suspected, however significant.", ge=0,
     )

@@ -12,7 +12,8 @@ import pytest
 
 from benchmarks.analysis import nightly_history
 from daskweak.analysis import plots, units
-from daskweak.analysis.report import compare, latest_run_id, needed_observations, run_report, smallest_p, too_few
+from daskweak.analysis.comparison import needed_observations, smallest_p, too_few
+from daskweak.analysis.report import compare, latest_run_id, run_report
 from daskweak.analysis.trend import marks, medians, trend_page
 from daskweak.cli import main
 from daskweak.store import ResultStore
@@ -26,7 +27,7 @@ def history(tmp_path_factory) -> tuple[Path, list[str]]:
     """RES_DIR with a results table of 14 nightly runs (1–8 cores); tasks.independent 30% slower from night 11."""
     res_dir = tmp_path_factory.mktemp("history") / "results"
     with ResultStore(f"sqlite:///{res_dir / 'daskweak.sqlite'}") as store:
-        run_ids = nightly_history(store, NIGHTS, np.random.default_rng(3), cores=(1, 2, 4, 8),
+        run_ids = nightly_history(store, NIGHTS, np.random.default_rng(3), cores=(1, 2, 4, 8), obs=6,
                                   slowdown_from=SLOWER_FROM)
     return res_dir, run_ids
 
@@ -69,7 +70,7 @@ def test_the_report_header_says_when_on_what_with_what_and_the_verdict(store, hi
     header = html[html.index("<table class='header'>"):html.index("</table>")]
     for text in ("verdict", "regression</b></span>: 4 regression, 96 unchanged", "2026-01-14 02:00 UTC",
                  "took 4 min 00 s", "1, 2, 4, 8 cores in 4 step(s)", "weak scaling", "host bench",
-                 "python 3.11, dask 2026.1.0", "git revision", "max_n_cores 8, obs_per_iter 3",
+                 "python 3.11, dask 2026.1.0", "git revision", "max_n_cores 8, obs_per_iter 6",
                  "fingerprint <code>nightly</code>"):
         assert text in header, text
     # rates in human units, never 1.871e+09
@@ -82,7 +83,7 @@ def test_the_first_screen_is_the_heatmap_then_the_verdict_regressions_first(stor
     first = html.index("<div class='first'>")
     heatmap, verdict = html.index("Efficiency (weak scaling)"), html.index("Regression check")
     assert first < heatmap < verdict < html.index("Rate against cores")
-    rows = re.findall(r"<tr class='([\w-]+)'>", html)
+    rows = [row for row in re.findall(r"<tr class='([\w-]+)'>", html) if row != "noisy"]
     assert rows[:4] == ["regression"] * 4 and set(rows[4:]) == {"unchanged"}
     assert "96 unchanged comparison(s)</summary>" in html  # folded away under the notable rows
     # each change with the 95% interval of the run's median against the baseline median (+30% built in)
@@ -135,11 +136,21 @@ def test_accepted_changes_are_marked_on_the_trend(store, history):
 def test_compare_gives_a_ratio_ci_and_says_when_observations_are_too_few(store, history):
     first, last = history[1][0], history[1][-1]
     table = compare(store, [first, last])
-    assert len(table) == 100
-    assert (table["ratio_ci_low"] <= table["ratio"]).all() and (table["ratio"] <= table["ratio_ci_high"]).all()
-    assert np.allclose(table["smallest_p"], 0.1) and not table["significant"].any()
+    assert len(table) == 100 and set(table["unit"]) == {"observations"}
+    # 6 against 6 observations, 100 comparisons under Holm: nothing can be significant (2/C(12, 6) · 100 > 0.01),
+    # and no interval is shown (one printed beside "no" would contradict it)
+    assert np.allclose(table["smallest_p"], 2 / 924) and not table["significant"].any()
+    assert table["ratio_ci_low"].isna().all() and table["ratio_ci_high"].isna().all()
     assert smallest_p(3, 3) == pytest.approx(0.1) and needed_observations() == 5  # 2/C(10,5) = 0.008
-    assert "need OBS_PER_ITER ≥ 5" in too_few(table)
+    assert needed_observations(0.01 / 100) == 9  # 2/C(18,9) = 4.1e-5
+    assert "give each run ≥ 9 observations" in too_few(table)
+    # several runs a side: the run is the unit, and every interval agrees with its row's significance
+    runs = compare(store, [history[1][:8], history[1][SLOWER_FROM:]])
+    assert set(runs["unit"]) == {"runs"} and len(runs) == 100
+    excludes_one = (runs["ratio_ci_low"] > 1) | (runs["ratio_ci_high"] < 1)
+    assert (excludes_one == runs["significant"]).all()
+    slowed = runs[runs["operation"] == "independent"]
+    assert (slowed["ratio"] > 1.2).all() and (runs.loc[runs["operation"] != "independent", "ratio"] < 1.1).all()
 
 
 def test_the_cli_reports_the_latest_run_publishes_and_compares(store, history, site, tmp_path, capsys):
@@ -150,7 +161,7 @@ def test_the_cli_reports_the_latest_run_publishes_and_compares(store, history, s
     assert (res_dir / "reports" / run_ids[-1] / "report.html").is_file()
     assert main(["compare", run_ids[0], run_ids[-1], *env, "--out", str(tmp_path / "compare")]) == 0
     assert "too few observations" in capsys.readouterr().out
-    assert "need OBS_PER_ITER ≥ 5" in (tmp_path / "compare" / "compare.html").read_text()
+    assert "give each run ≥ 9 observations" in (tmp_path / "compare" / "compare.html").read_text()
     assert sorted(p.name for p in site.glob("*.html")) == ["index.html", "trends.html"]
     assert len(list((site / "runs").glob("*.html"))) == NIGHTS
     for page in [site / "index.html", site / "trends.html", *(site / "runs").glob("*.html")]:

@@ -10,10 +10,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
+from typing import Any
 from urllib.parse import quote
 
+import pandas as pd
+
 from daskweak.analysis.regression import regressed_operations
-from daskweak.analysis.stats import efficiency
+from daskweak.analysis.stats import NOISE_LIMIT, efficiency
 from daskweak.store import ResultStore
 
 STYLE = """<style>
@@ -29,6 +32,7 @@ table.header td{text-align:left;max-width:70rem}
 table.verdicts td,table.verdicts th{padding:.2rem .4rem;font-size:.85rem}table.verdicts td{white-space:nowrap}
 .first>section:last-child{overflow-x:auto}.suspected{color:#b45309;font-weight:600}
 .no-baseline{color:#6b7280}.warning{color:#b45309;font-weight:600}details{margin:0 0 1.5rem}
+td.noisy,tr.noisy td{color:#9ca3af;background:repeating-linear-gradient(45deg,#fff,#fff 4px,#f3f4f6 4px,#f3f4f6 8px)}
 </style>"""
 
 
@@ -111,14 +115,34 @@ def run_page(store: ResultStore, run_id: str, accept: bool = False) -> str | Non
             + steps.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
     rows = store.observations(run_id)
     if not rows.empty:
-        table = efficiency(rows, run["scaling"])
-        wide = table.pivot_table(index=["suite", "operation"], columns="cores_requested",
-                                 values=["median", "efficiency"])
-        wide.columns = [f"{'median s' if kind == 'median' else 'efficiency'} @ {cores}"
-                        for kind, cores in wide.columns]
-        body += "<h2>Median time and efficiency per operation</h2>" + wide.reset_index().to_html(
-            index=False, na_rep="—", float_format="{:.3f}".format)
+        limit = float((run["config"] or {}).get("noise_limit_pct") or NOISE_LIMIT * 100) / 100
+        body += ("<h2>Median time and efficiency per operation</h2><p>Efficiency with its 95 % interval; a value "
+                 f"whose interval is missing or wider than ±{limit:.0%} is greyed and marked noisy: it is not a "
+                 "result.</p>" + efficiency_html(efficiency(rows, run["scaling"], limit)))
     return page(f"Run {run_id}", body)
+
+
+def efficiency_html(table: pd.DataFrame) -> str:
+    """Operations (rows) × core counts (columns): median seconds, efficiency and its interval per cell."""
+    cores = sorted(int(n) for n in table["cores_requested"].unique())
+    head = "<tr><th>suite</th><th>operation</th>" + "".join(f"<th>{n} cores</th>" for n in cores) + "</tr>"
+    lines = []
+    for (suite, operation), group in table.groupby(["suite", "operation"], sort=True):
+        cells = {int(row.cores_requested): row for row in group.itertuples()}
+        tds = "".join(_efficiency_td(cells.get(n)) for n in cores)
+        lines.append(f"<tr><td>{escape(suite)}</td><td>{escape(operation)}</td>{tds}</tr>")
+    return f"<table class='efficiency'>{head}{''.join(lines)}</table>"
+
+
+def _efficiency_td(row: Any) -> str:
+    if row is None:
+        return "<td>—</td>"
+    interval = (f"{row.efficiency_low:.0%}–{row.efficiency_high:.0%}"
+                if pd.notna(row.efficiency_low) and pd.notna(row.efficiency_high) else "no interval")
+    text = f"{row.median:.3f} s · {row.efficiency:.0%} [{interval}]"
+    if row.noisy:
+        return f"<td class='noisy' title='interval too wide: not a result'>{escape(text)} noisy</td>"
+    return f"<td>{escape(text)}</td>"
 
 
 def accept_buttons(run_id: str, verdict: dict) -> str:

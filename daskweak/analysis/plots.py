@@ -19,6 +19,7 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from daskweak.analysis import units
@@ -52,21 +53,40 @@ def core_axis(ax: plt.Axes, cores: list[int]) -> None:
 
 
 def heatmap(table: pd.DataFrame) -> plt.Figure:
-    """Efficiency per operation (rows) and core count (columns), coloured, each value written in its cell."""
+    """Efficiency per operation (rows) and core count (columns), each value written in its cell.
+
+    Only values whose interval is narrow enough are coloured; a noisy one (`table["noisy"]`) is hatched grey and
+    its text ends in "?". Above 100 % the scale does not clip to "perfect": such cells take the colour beyond
+    the bar's end (blue), and read "superlinear" when their whole interval is above 1."""
     wide = table.pivot_table(index=["suite", "operation"], columns="cores_requested", values="efficiency")
+    noisy = table.pivot_table(index=["suite", "operation"], columns="cores_requested", values="noisy",
+                              aggfunc="max").reindex_like(wide).fillna(True).to_numpy(dtype=bool)
+    low = table.pivot_table(index=["suite", "operation"], columns="cores_requested",
+                            values="efficiency_low").reindex_like(wide).to_numpy(dtype=float)
     values = wide.to_numpy(dtype=float)
-    fig, ax = plt.subplots(figsize=(2.0 + 0.55 * max(2, wide.shape[1]) + 0.8, 0.7 + 0.2 * len(wide)))
-    image = ax.imshow(values, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(over="#2563eb", bad="#e5e7eb")
+    fig, ax = plt.subplots(figsize=(2.0 + 0.55 * max(2, wide.shape[1]) + 0.8, 0.9 + 0.2 * len(wide)))
+    image = ax.imshow(np.where(noisy, np.nan, values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(wide.shape[1]), [str(c) for c in wide.columns])
     ax.set_yticks(range(len(wide)), [f"{suite}.{operation}" for suite, operation in wide.index], fontsize=7)
     ax.set_xlabel("cores")
     ax.xaxis.set_label_position("top")
     ax.xaxis.tick_top()
     for (row, column), value in np.ndenumerate(values):
-        if not np.isnan(value):
-            ax.text(column, row, f"{value:.0%}", ha="center", va="center", fontsize=7,
-                    color="white" if value < 0.25 or value > 0.9 else "black")
-    fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03, label="efficiency")
+        if np.isnan(value):
+            continue
+        if noisy[row, column]:
+            ax.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#9ca3af",
+                                   linewidth=0))
+            text, colour = f"{value:.0%}?", "#4b5563"
+        else:
+            above = value > 1 and low[row, column] > 1
+            text = f"{value:.0%}" + (" superlinear" if above else "")
+            colour = "white" if value < 0.25 or value > 0.9 else "black"
+        ax.text(column, row, text, ha="center", va="center", fontsize=6 if len(text) > 5 else 7, color=colour)
+    fig.colorbar(image, ax=ax, fraction=0.08, pad=0.03, extend="max",
+                 label="efficiency (blue: above 100 %)")
+    ax.set_title("hatched, '?': noisy (95 % interval too wide), not a result", fontsize=7, pad=18)
     fig.tight_layout()
     return fig
 

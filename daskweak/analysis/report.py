@@ -11,22 +11,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from html import escape
-from math import comb
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap, mannwhitneyu
 
 from daskweak.analysis import plots, units
+from daskweak.analysis.comparison import SIGNIFICANCE, compare, label, sides_of, too_few
 from daskweak.analysis.pages import page
-from daskweak.analysis.stats import KEYS, measured, summary
+from daskweak.analysis.stats import KEYS, NOISE_LIMIT, measured, summary
 from daskweak.errors import UnknownRun
 from daskweak.settings import MEASURED
 from daskweak.store import ResultStore
 
-SIGNIFICANCE = 0.01
 CONFIDENCE = 0.95
 # The packages a Dask maintainer asks about first, in this order; other recorded versions follow.
 VERSIONS = ("python", "dask", "distributed", "numpy", "pandas", "dask-jobqueue", "dask-kubernetes")
@@ -249,17 +247,30 @@ def _calibration(store: ResultStore, run: pd.Series) -> str:
     return calibration.html_fragment(calibration.latest_calibration(store, str(run["fingerprint"])))
 
 
-STATS_COLUMNS = ("suite", "operation", "cores", "n", "median", "95% CI", "IQR", "CV", "efficiency", "rate")
+STATS_COLUMNS = ("suite", "operation", "cores", "n", "median", "95% interval", "IQR", "CV", "efficiency",
+                 "95% interval", "rate", "95% interval")
+
+
+def _span(low: float, high: float, show: Any) -> str:
+    return "—" if not (np.isfinite(low) and np.isfinite(high)) else f"{show(low)} – {show(high)}"
 
 
 def _statistics(table: pd.DataFrame) -> str:
-    body = "".join(
-        f"<tr><td>{escape(r.suite)}</td><td>{escape(r.operation)}</td><td>{r.cores_requested}</td><td>{r.count}</td>"
-        f"<td>{units.seconds(r.median)}</td><td>{units.seconds(r.ci_low)} – {units.seconds(r.ci_high)}</td>"
-        f"<td>{units.seconds(r.iqr)}</td><td>{r.cv:.0%}</td><td>{r.efficiency:.0%}</td>"
-        f"<td>{units.rate(r.rate_per_core * r.cores_requested, r.rate_unit)}</td></tr>"
-        for r in table.itertuples())
-    return "<table>" + "".join(f"<th>{c}</th>" for c in STATS_COLUMNS) + body + "</table>"
+    """One row per operation and core count; a noisy row is greyed and its efficiency marked "noisy"."""
+    def line(r: Any) -> str:
+        n = r.cores_requested
+        rate = _span(r.rate_per_core_ci_low * n, r.rate_per_core_ci_high * n, lambda v: units.rate(v, r.rate_unit))
+        effect = f"{r.efficiency:.0%}" + (" noisy" if r.noisy else "")
+        row = "<tr class='noisy'>" if r.noisy else "<tr>"
+        return (f"{row}<td>{escape(r.suite)}</td><td>{escape(r.operation)}</td>"
+                f"<td>{n}</td><td>{r.count}</td><td>{units.seconds(r.median)}</td>"
+                f"<td>{_span(r.ci_low, r.ci_high, units.seconds)}</td><td>{units.seconds(r.iqr)}</td>"
+                f"<td>{r.cv:.0%}</td><td>{effect}</td>"
+                f"<td>{_span(r.efficiency_low, r.efficiency_high, lambda v: f'{v:.0%}')}</td>"
+                f"<td>{units.rate(r.rate_per_core * n, r.rate_unit)}</td><td>{rate}</td></tr>")
+
+    return "<table>" + "".join(f"<th>{c}</th>" for c in STATS_COLUMNS) + "".join(map(line, table.itertuples())) \
+        + "</table>"
 
 
 def peak_memory(observations: pd.DataFrame) -> pd.DataFrame:
@@ -268,11 +279,17 @@ def peak_memory(observations: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(KEYS, as_index=False)["peak_memory"].median()
 
 
+def noise_limit_of(run: pd.Series) -> float:
+    """The run's NOISE_LIMIT_PCT (stored with its configuration) as a fraction."""
+    config = run["config"] if isinstance(run["config"], dict) else {}
+    return float(config.get("noise_limit_pct") or NOISE_LIMIT * 100) / 100
+
+
 def run_report(store: ResultStore, run_id: str, nav: str = "") -> Report:
     """The run's report; `nav` (HTML) goes first, e.g. the published site's links back."""
     run = _runs(store, [run_id]).iloc[0]
     observations = store.observations(run_id)
-    table = summary(observations, run["scaling"])
+    table = summary(observations, run["scaling"], noise_limit_of(run))
     steps = store.steps(run_id)
     verdict = store.verdict(run_id)
     figures: dict[str, str] = {}
@@ -301,75 +318,15 @@ def run_report(store: ResultStore, run_id: str, nav: str = "") -> Report:
         body.append(f"<h2>Time to ready per step</h2><figure class='small'>{figures['ready.svg']}</figure>")
     body.append(_calibration(store, run))
     if not table.empty:
-        body.append("<h2>Statistics per operation and core count</h2><p>Medians with 95% bootstrap "
-                    "confidence intervals; warm-ups and failed observations left out.</p>" + _statistics(table))
+        body.append("<h2>Statistics per operation and core count</h2><p>Medians with exact 95% intervals "
+                    "(order statistics: — with fewer than 6 observations, which cannot bound a median); efficiency "
+                    "T(1)/T(n) with the interval its two medians allow; warm-ups and failed observations left out. "
+                    f"Greyed, \"noisy\": an interval missing or wider than ±{noise_limit_of(run):.0%}, not a "
+                    "result.</p>" + _statistics(table))
     shown = steps[["step", "cores_requested", "cores_actual", "workers_actual", "nodes", "time_to_ready", "status",
                    "error"]]
     body.append("<h2>Steps</h2>" + shown.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
     return Report(f"Run {run_id}", page(f"Run {run_id}", "".join(body)), figures)
-
-
-def smallest_p(n: int, m: int) -> float:
-    """The smallest two-sided Mann-Whitney p of n against m observations (no ties): 2/C(n+m, n)."""
-    return min(1.0, 2 / comb(n + m, n)) if n and m else 1.0
-
-
-def needed_observations(alpha: float = SIGNIFICANCE) -> int:
-    """The fewest observations a side for which n against n can reach p < alpha."""
-    n = 1
-    while smallest_p(n, n) >= alpha:
-        n += 1
-    return n
-
-
-def _ratio_ci(after: np.ndarray, before: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(after)/median(before), the two samples resampled apart."""
-    if len(after) < 2 or len(before) < 2:
-        return np.nan, np.nan
-
-    def ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.median(a, axis=axis) / np.median(b, axis=axis)
-
-    result = bootstrap((after, before), ratio, n_resamples=2000, confidence_level=CONFIDENCE, method="percentile",
-                       vectorized=True, rng=rng)
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def compare(store: ResultStore, run_ids: list[str], seed: int = 0) -> pd.DataFrame:
-    """Each run against the first, per (suite, operation, cores): the ratio of medians with its 95% bootstrap
-    interval, a two-sided Mann-Whitney p, and the smallest p the observation counts allow (when that is not
-    below SIGNIFICANCE no difference can be significant, whatever it is)."""
-    _runs(store, run_ids)
-    rows = measured(store.observations_of(run_ids))
-    groups = {key: group["duration"].to_numpy(dtype=float) for key, group in rows.groupby(["run_id", *KEYS])}
-    base, records = run_ids[0], []
-    rng = np.random.default_rng(seed)
-    for other in run_ids[1:]:
-        for (run_id, *key), before in groups.items():
-            after = groups.get((other, *key))
-            if run_id != base or after is None:
-                continue
-            p = float(mannwhitneyu(after, before, alternative="two-sided").pvalue)
-            low, high = _ratio_ci(after, before, rng)
-            records.append({**dict(zip(KEYS, key, strict=True)), "run": other,
-                            "baseline_median": float(np.median(before)), "median": float(np.median(after)),
-                            "ratio": float(np.median(after) / np.median(before)), "ratio_ci_low": low,
-                            "ratio_ci_high": high, "p_value": p, "smallest_p": smallest_p(len(after), len(before)),
-                            "significant": p < SIGNIFICANCE})
-    columns = [*KEYS, "run", "baseline_median", "median", "ratio", "ratio_ci_low", "ratio_ci_high", "p_value",
-               "smallest_p", "significant"]
-    return pd.DataFrame.from_records(records, columns=columns)
-
-
-def too_few(ratios: pd.DataFrame) -> str | None:
-    """What to say when the observation counts cannot reach significance for some comparison, else None."""
-    short = ratios[ratios["smallest_p"] >= SIGNIFICANCE]
-    if short.empty:
-        return None
-    n = needed_observations()
-    return (f"too few observations: {len(short)} of {len(ratios)} comparison(s) cannot be significant whatever "
-            f"the difference (the smallest possible two-sided Mann-Whitney p is {short['smallest_p'].max():.2g} ≥ "
-            f"{SIGNIFICANCE}); need OBS_PER_ITER ≥ {n} in both runs")
 
 
 def differences(runs: pd.DataFrame, most: int = 3) -> dict[str, str]:
@@ -381,21 +338,34 @@ def differences(runs: pd.DataFrame, most: int = 3) -> dict[str, str]:
     return {run_id: ", ".join(f"{k}={config.get(k)}" for k in varying[:most]) for run_id, config in configs.items()}
 
 
-def compare_report(store: ResultStore, run_ids: list[str]) -> Report:
-    runs = _runs(store, run_ids)
-    table = pd.concat([summary(store.observations(r), runs.loc[r, "scaling"]) for r in run_ids])
+METHOD = (f"ratio &gt; 1: slower. With several runs a side the unit is the run (Welch's t test on log run "
+          f"medians); with one, the run's observations (Mann-Whitney, Hodges–Lehmann ratio). Significance is "
+          f"corrected over every comparison of the page (Holm, family-wise {SIGNIFICANCE}); each interval is at the "
+          f"level Holm tested its row at, from the same test, so it excludes 1 exactly when the row is significant "
+          f"(— : too few observations to bound it at that level).")
+
+
+def ratio_interval_text(low: float, high: float) -> str:
+    return "—" if np.isnan(low) or np.isnan(high) else f"{low:.3g} – {high:.3g}"
+
+
+def compare_report(store: ResultStore, run_ids: list[str] | list[list[str]]) -> Report:
+    sides = sides_of(run_ids)
+    every = [r for side in sides for r in side]
+    runs = _runs(store, every)
+    table = pd.concat([summary(store.observations(r), runs.loc[r, "scaling"]) for r in every])
     labels = {r: f"{r} ({difference})" if difference else r for r, difference in differences(runs).items()}
-    ratios = compare(store, run_ids)
+    ratios = compare(store, sides)
     figures = _suite_figures(table, labels) if not table.empty else {}
     note = too_few(ratios)
-    shown = ratios.assign(CI=[f"{a:.3g} – {b:.3g}" for a, b in zip(ratios["ratio_ci_low"], ratios["ratio_ci_high"],
-                                                                       strict=True)])
-    shown = shown[[*KEYS, "run", "baseline_median", "median", "ratio", "CI", "p_value", "significant"]]
-    body = ["<ul>" + "".join(f"<li>{_describe(r, runs.loc[r])}</li>" for r in run_ids) + "</ul>",
-            f"<h2>Median time relative to {escape(run_ids[0])}</h2><p>ratio &gt; 1: slower; CI: 95% bootstrap "
-            f"interval of the ratio of medians; significant: two-sided Mann-Whitney U, p &lt; {SIGNIFICANCE}.</p>"
+    shown = ratios.assign(interval=[ratio_interval_text(a, b) for a, b in zip(
+        ratios["ratio_ci_low"], ratios["ratio_ci_high"], strict=True)])
+    shown = shown[[*KEYS, "run", "unit", "baseline_median", "median", "ratio", "interval", "p_value", "p_adjusted",
+                   "significant"]]
+    body = ["<ul>" + "".join(f"<li>{_describe(r, runs.loc[r])}</li>" for r in every) + "</ul>",
+            f"<h2>Median time relative to {escape(label(sides[0]))}</h2><p>{METHOD}</p>"
             + (f"<p class='warning'>{escape(note)}</p>" if note else "")
             + shown.to_html(index=False, na_rep="—", float_format="{:.4g}".format)]
     body += [f"<figure class='suite'>{svg}</figure>" for svg in figures.values()]
-    title = "Comparison of " + ", ".join(run_ids)
+    title = "Comparison of " + " vs ".join(label(side) for side in sides)
     return Report(title, page(title, "".join(body)), figures)
