@@ -91,9 +91,10 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         "cores_per_node": Param(defaults["cores_per_node"], type=["null", "integer"], minimum=1,
                                 description="Cores of one node (Slurm job, Kubernetes pod); an integer ≥ 1, empty: "
                                             "all cores on one node (CORES_PER_NODE)."),
-        "obs_per_iter": Param(defaults["obs_per_iter"], type="integer", minimum=1,
-                              description="Measured observations per step and suite; an integer ≥ 1, ≥ 5 for a "
-                                          "significant two-run comparison (OBS_PER_ITER)."),
+        "obs_per_iter": Param(defaults["obs_per_iter"], type=["null", "integer"], minimum=1,
+                              description="Measured observations per step and suite, a fixed count; an integer ≥ "
+                                          "1, empty: each operation until its median is within TARGET_PRECISION "
+                                          "(OBS_PER_ITER)."),
         "suites": Param(list(defaults["suites"]), type="array", minItems=1, uniqueItems=True,
                         items={"type": "string", "enum": list(ALL_SUITES)},
                         description="Workload suites to run: one or more of arrays, dataframes, tasks (SUITES)."),

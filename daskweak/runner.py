@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,12 +21,13 @@ from typing import Any, Protocol
 from distributed import Client, Future
 from distributed.diagnostics import MemorySampler
 
-from daskweak import runinfo
+from daskweak import hostload, runinfo
 from daskweak.backends import usable_backend
 from daskweak.backends.base import Deployment, live_workers, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
 from daskweak.memory_warmup import footprint, warm_memory
 from daskweak.plan import Step, make_plan, warmup_step
+from daskweak.schedule import Schedule, minimum_duration
 from daskweak.settings import Settings
 from daskweak.signals import check_interrupted, pending_interrupt
 from daskweak.spool import Spool, spool_for
@@ -197,7 +198,8 @@ def run_step(
         "status": "running", "error": None,
     }
     rows: list[dict[str, Any]] = []
-    progress.step_started(step, (settings.warmup + settings.obs_per_iter) * len(settings.suites))
+    planned = settings.obs_per_iter if settings.obs_per_iter is not None else settings.max_obs
+    progress.step_started(step, (settings.warmup + planned) * len(settings.suites))
     log.log(_verbosity(settings), "step %d: starting %d cores on %s (%d workers, %d node(s))",
             step.index, step.cores, settings.backend, step.workers, step.nodes)
     try:
@@ -211,19 +213,35 @@ def run_step(
             }
             if deployment.cores != step.cores:
                 log.warning("step %d: planned %d cores, cluster has %d", step.index, step.cores, deployment.cores)
+
+            def observed(suite: str, observation: int, sized: Step, loops: Any = None) -> list[dict[str, Any]]:
+                measured = observe(deployment, settings, sized, suite, observation, run_id, loops=loops)
+                rows.extend(measured)
+                require_workers(deployment, measured)
+                release(deployment.client, restart=settings.restart_between_obs)
+                spool.checkpoint(record | {"finished_at": now()}, rows)
+                progress.observation_done(step, suite, observation)
+                return measured
+
             for suite in settings.suites:
-                last = settings.warmup + settings.obs_per_iter - 1
-                for observation in range(last + 1):
-                    # a warm-up warms the same code paths and graph shapes on a fraction of the data
-                    sized = warmup_step(step) if observation < settings.warmup else step
-                    measured = observe(deployment, settings, sized, suite, observation, run_id)
-                    rows += measured
-                    require_workers(deployment, measured)
-                    release(deployment.client, restart=settings.restart_between_obs)
-                    if settings.warmup and settings.warmup - 1 <= observation < last:
+                # a warm-up warms the same code paths and graph shapes on a fraction of the data
+                for observation in range(settings.warmup):
+                    observed(suite, observation, warmup_step(step))
+            schedule = Schedule.of(settings, minimum_duration(round_trip(deployment.client)))
+            before = host_samples(deployment.client)
+            while suites := schedule.next_round():
+                for suite in suites:  # interleaved: drift over the step falls on every suite alike
+                    observation = settings.warmup + schedule.counts.get(suite, 0)
+                    if settings.warmup:  # first touches of memory unused for a while cost seconds per GiB
                         warm_memory(deployment.client, footprint(step, suite))
-                    spool.checkpoint(record | {"finished_at": now()}, rows)
-                    progress.observation_done(step, suite, observation)
+                    schedule.record(suite, observed(suite, observation, step, schedule.loops_of))
+            load = [hostload.compare(before[host], after) for host, after in host_samples(deployment.client).items()
+                    if host in before]
+            record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()}
+            record["host_load"] = load
+            if busy := hostload.describe(load):
+                log.warning("step %d: the host was busy while it measured (%s): its times may be slower", step.index,
+                            busy)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
     except Exception as exc:
         if (interrupt := pending_interrupt()) is not None:
@@ -257,9 +275,11 @@ def run_step(
 
 
 def observe(
-    deployment: Deployment, settings: Settings, step: Step, suite: str, observation: int, run_id: str
+    deployment: Deployment, settings: Settings, step: Step, suite: str, observation: int, run_id: str,
+    loops: Callable[[str, str], int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Time each operation of one suite observation alone; a failing operation is recorded, not raised."""
+    """Time each operation of one suite observation alone, `loops(suite, operation)` times in a row (a short
+    operation; its duration is then per run); a failing operation is recorded, not raised."""
     client = deployment.client
     sampler = MemorySampler()
     label = f"{suite}-{observation}"
@@ -275,7 +295,8 @@ def observe(
     rows = []
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
-            rows.append(base | timed(operation, client, settings.operation_timeout))
+            rows.append(base | timed(operation, client, settings.operation_timeout,
+                                     loops(suite, operation.name) if loops else 1))
             log.log(_verbosity(settings), "cores=%d suite=%s observation=%d%s operation=%s seconds=%.4f status=%s",
                     step.cores, suite, observation, " (warm-up)" if base["warmup"] else "",
                     rows[-1]["operation"], rows[-1]["duration"], rows[-1]["status"])
@@ -292,8 +313,9 @@ def _verbosity(settings: Settings) -> int:
     return logging.INFO if settings.verbose else logging.DEBUG
 
 
-def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
-    """Time one operation; past `limit` seconds its futures are cancelled so a dead cluster cannot hang us."""
+def timed(operation: Operation, client: Client, limit: float, loops: int = 1) -> dict[str, Any]:
+    """Time one operation, run `loops` times in a row (the duration is per run); past `limit` seconds its futures
+    are cancelled so a dead cluster cannot hang us."""
     started, clock = now(), time.perf_counter()
     status, error = "ok", None
     expired = threading.Event()
@@ -306,20 +328,54 @@ def timed(operation: Operation, client: Client, limit: float) -> dict[str, Any]:
     watchdog.daemon = True  # an interrupted run must not wait for it at exit
     try:
         watchdog.start()
-        operation.run()
+        for _ in range(loops):
+            operation.run()
     except Exception as exc:
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         if expired.is_set():
             error = f"cancelled after OPERATION_TIMEOUT={limit:g}s; {error}"
     finally:
         watchdog.cancel()
-    duration = time.perf_counter() - clock
+    duration = (time.perf_counter() - clock) / loops
     return {
-        "operation": operation.name, "started_at": started, "finished_at": now(), "duration": duration,
+        "operation": operation.name, "started_at": started, "finished_at": now(), "duration": duration, "loops": loops,
         "size": operation.size, "unit": operation.unit,
         "rate": operation.size / duration if status == "ok" and duration > 0 else None,
         "rate_unit": f"{operation.unit}/s", "status": status, "error": error,
     }
+
+
+def round_trip(client: Client, count: int = 20) -> float:
+    """The deployment's median no-op round trip, client → scheduler → worker → client, in seconds: what the
+    shortest well-timed observation is a multiple of (`schedule.minimum_duration`)."""
+    times = []
+    for _ in range(count):
+        clock = time.perf_counter()
+        client.submit(_nothing, pure=False).result()
+        times.append(time.perf_counter() - clock)
+    return statistics.median(times)
+
+
+def _nothing() -> None:
+    return None
+
+
+def host_samples(client: Client) -> dict[str, dict[str, Any]]:
+    """`hostload.sample` of the driver's host and of each other host with a worker, each knowing which of its
+    processes are this run's (workers, nannies, the driver and their children)."""
+    who = client.run(hostload.whoami)
+    parents: dict[str, set[int]] = {}
+    workers: dict[str, set[int]] = {}
+    for host, pid, parent in who.values():
+        parents.setdefault(host, set()).add(parent)
+        workers.setdefault(host, set()).add(pid)
+    here = hostload.whoami()[0]
+    samples = {here: hostload.sample(parents.get(here, set()), workers.get(here, set()))}
+    for address, (host, _, _) in who.items():
+        if host not in samples:
+            samples[host] = client.run(hostload.sample, sorted(parents[host]), sorted(workers[host]),
+                                       workers=[address])[address]
+    return samples
 
 
 def require_workers(deployment: Deployment, observation: list[dict[str, Any]]) -> None:

@@ -102,7 +102,27 @@ class Settings(BaseSettings):
         None, "an integer ≥ 1 (empty: all cores on one node)", "Cores of one node (job, pod).", ge=1
     )
     step_by: int = _setting(1, "an integer ≥ 1", "Core counts are 1, STEP_BY, 2·STEP_BY, …", ge=1)
-    obs_per_iter: int = _setting(3, "an integer ≥ 1", "Measured observations per step and suite.", ge=1)
+    obs_per_iter: int | None = _setting(
+        None, "an integer ≥ 1 (empty: observe until TARGET_PRECISION)",
+        "Measured observations per step and suite, a fixed count (the origin's); empty: each operation is observed "
+        "until its median is precise (TARGET_PRECISION, MIN_OBS, MAX_OBS, STEP_BUDGET).", ge=1,
+    )
+    target_precision: float = _setting(
+        5.0, "a percentage > 0",
+        "Observe each operation until the 95 % interval of its median is within ± this % of it.", gt=0,
+    )
+    min_obs: int = _setting(
+        7, "an integer ≥ 1", "Fewest measured observations per operation and step when OBS_PER_ITER is empty "
+        "(7: the fewest that bound an efficiency, a ratio of two medians, at 95 %).", ge=1,
+    )
+    max_obs: int = _setting(
+        25, "an integer ≥ MIN_OBS", "Most measured observations per operation and step when OBS_PER_ITER is empty.",
+        ge=1,
+    )
+    step_budget: float = _setting(
+        100.0, "seconds > 0", "Measuring time per step when OBS_PER_ITER is empty: past it no new observation "
+        "starts once MIN_OBS are in (cluster start and warm-ups not counted).", gt=0,
+    )
     mem_per_node: str | None = _setting(
         None, "a memory size such as 300GB or 300Gi (bare numbers: GB, Gi on kubernetes)",
         "Memory of one node (job, pod).",
@@ -451,6 +471,8 @@ class Settings(BaseSettings):
         values = self.public()
         measured = {key: values[key] for key in sorted(MEASURED)}
         measured |= {key: values[key] for key, default in MEASURED_WHEN_SET.items() if values[key] != default}
+        if values["obs_per_iter"] is None:  # observed to a precision: how precise is part of what is measured
+            measured |= {key: values[key] for key in ADAPTIVE}
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -499,6 +521,8 @@ MEASURED = frozenset({
 # they took 3 observations). The observation count decides the noise of a run's median, which a baseline's spread
 # stands for: another count starts another baseline.
 MEASURED_WHEN_SET = {"kube_worker_placement": "spread", "obs_per_iter": 3}
+# What decides the observation count when OBS_PER_ITER is empty (hashed then).
+ADAPTIVE = ("target_precision", "min_obs", "max_obs", "step_budget")
 
 
 def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -696,6 +720,8 @@ def _consistency_problems(v: dict[str, Any]) -> list[Problem]:
         names = sorted(psutil.net_if_addrs())
         if v["net_interface"] not in names:
             problems.append(Problem("NET_INTERFACE", v["net_interface"], f"one of this machine's: {', '.join(names)}"))
+    if v.get("min_obs") and v.get("max_obs") and v["max_obs"] < v["min_obs"]:
+        problems.append(Problem("MAX_OBS", v["max_obs"], f"an integer ≥ MIN_OBS ({v['min_obs']})"))
     k, least = v.get("regression_baseline_runs"), v.get("regression_min_baseline_runs")
     if k and least and least > k:
         problems.append(Problem("REGRESSION_MIN_BASELINE_RUNS", least,

@@ -110,6 +110,8 @@ steps = Table(
     Column("status", String(16), nullable=False),
     Column("error", Text),
     Column("details", JSON),
+    # Added with busy-host marks (daskweak.hostload): per host, what else used it while the step measured.
+    Column("host_load", JSON),
 )
 
 observations = Table(
@@ -141,6 +143,8 @@ observations = Table(
     Column("peak_memory", Float),
     Column("status", String(16), nullable=False),
     Column("error", Text),
+    # Added with loops (daskweak.schedule): runs of the operation timed together; `duration` is per run.
+    Column("loops", Integer),
     UniqueConstraint("run_id", "step", "suite", "operation", "observation", name="one_row_per_observation"),
 )
 

@@ -12,15 +12,18 @@ from scipy.stats import t as student_t
 
 from daskweak.analysis import regression
 from daskweak.analysis.calibration import (
-    MEDIAN_EFFICIENCY,
     POWER,
+    SHORTEST_SECONDS,
     analyse,
     html_fragment,
     latest_calibration,
+    median_variance,
     minimal_detectable_slowdown,
+    noise_factors,
     noise_table,
     recommend_obs_per_iter,
     recommend_sizes,
+    stable_repeats,
     summary_lines,
 )
 from daskweak.settings import load_settings
@@ -127,16 +130,43 @@ def test_noise_table_recovers_the_within_and_between_run_noise_of_synthetic_runs
         assert row["runs"] == 60 and row["obs"] == 5
         assert row["median"] == pytest.approx(median, rel=0.05)
         assert row["within"] == pytest.approx(0.10, rel=0.1)
-        expected = math.sqrt(0.05**2 + (MEDIAN_EFFICIENCY * 0.10) ** 2 / 5)
+        expected = math.sqrt(0.05**2 + 0.10**2 * median_variance(5))
         assert row["run_to_run"] == pytest.approx(expected, rel=0.25)
         assert row["between"] == pytest.approx(0.05, abs=0.025)
 
 
+def test_the_variance_of_a_median_is_exact_where_pi_over_2n_was_not():
+    """π/(2n) is the large-n limit: 0.524 at n = 3 where the median of 3 normals has variance 0.449."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 4, 5, 8):
+        simulated = np.var(np.median(rng.standard_normal((200_000, n)), axis=1))
+        assert median_variance(n) == pytest.approx(simulated, rel=0.02), n
+    assert median_variance(3) == pytest.approx(0.4487, abs=1e-4) and abs(median_variance(3) - math.pi / 6) > 0.07
+
+
+def test_the_detectable_slowdowns_interval_covers_the_true_one_in_95_percent_of_calibrations():
+    """Five calibration runs give an MDS whose interval (chi-square on the run-to-run noise) holds the MDS of
+    the true noise in about 95 % of simulated calibrations; `stable_repeats` runs keep it within 1.5×."""
+    rule, within, between, obs = regression.Thresholds(), 0.08, 0.03, 5
+    truth = minimal_detectable_slowdown(within, between, obs, rule, FAMILY, simulations=1000)
+    covered = 0
+    for seed in range(150):
+        rows = synthetic(np.random.default_rng(seed), runs=5, obs=obs, within=within, between=between,
+                         medians={("tasks", "chain", 1): 0.3})
+        [row] = noise_table(rows).itertuples()
+        low, high = noise_factors(row.runs)
+        ends = [minimal_detectable_slowdown(f * row.within, f * row.between, obs, rule, FAMILY, simulations=1000)
+                for f in (low, high)]
+        covered += ends[0] <= truth * 1.02 and truth <= ends[1] * 1.02  # 1.02: the simulations' own noise
+    assert 0.90 <= covered / 150 <= 0.995
+    assert noise_factors(stable_repeats())[1] <= 1.5 < noise_factors(stable_repeats() - 1)[1]
+
+
 @pytest.mark.parametrize(("within", "between", "expected"), [
-    (0.10, 0.05, 7),  # (1.2533·0.10/0.05)² = 6.3
+    (0.10, 0.05, 6),  # 0.10²·v(n) ≤ 0.05² first at n = 6 (v(6) = 0.2227; π/(2n) said 7)
     (0.01, 0.10, 1),
     (0.10, 0.00, 10),  # no run-to-run noise: only the cap stops it
-    (0.05, 0.05, 2),  # 1.57
+    (0.05, 0.05, 1),  # v(1) = 1
 ])
 def test_obs_per_iter_is_the_smallest_whose_median_noise_is_below_the_run_to_run_noise(within, between, expected):
     noise = pd.DataFrame({"within": [within] * 4, "between": [between] * 4})
@@ -209,8 +239,8 @@ def test_calibrate_runs_the_sweep_apart_from_nightly_baselines_and_stores_its_fi
     assert (noise["within"] > 0).all() and (noise["run_to_run"] > 0).all()
     advice = record["recommendations"]
     assert 1 <= advice["obs_per_iter"] <= 10
-    for size in advice["sizes"]:  # SMALL sizes take milliseconds: every suite must grow
-        assert size["fastest_s"] < 0.1 and size["recommended"] > size["current"]
+    for size in advice["sizes"]:  # a suite grows exactly when its fastest operation is too short
+        assert (size["recommended"] > size["current"]) == (size["fastest_s"] < SHORTEST_SECONDS)
     assert record["settings"]["family"] == (9 + 1 + 4 + 1) * 2  # time and peak memory comparisons
 
 

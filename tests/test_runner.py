@@ -324,3 +324,62 @@ def test_a_worker_closing_with_a_heartbeat_in_flight_prints_no_traceback(small, 
             deployment.client.run(_heartbeat_in_flight, silent=address)
         err = capfd.readouterr().err
     assert "Traceback" not in err and "heartbeat" not in err, err
+
+
+def test_observed_to_a_precision_with_short_operations_looped(small):
+    """OBS_PER_ITER empty: each suite is observed in interleaved rounds between MIN_OBS and MAX_OBS, an
+    operation shorter than the step's minimum duration is looped, and the step records how it was measured."""
+    settings = small(max_n_cores=1, suites="tasks,arrays", obs_per_iter=None, min_obs=7, max_obs=8, step_budget=0.1)
+    [step] = make_plan(settings)
+    store = ResultStore(settings.database_url)
+    assert run_step(settings, step, "precise", store=store)["status"] == "ok"
+    rows = store.observations("precise")
+    measured = rows[~rows["warmup"]]
+    # the budget is spent at once, so no round starts past the minimum
+    assert set(measured.groupby(["suite", "operation"]).size()) == {7}
+    # rounds alternate the suites: tasks, arrays, then arrays, tasks, …
+    firsts = measured.groupby("observation")["started_at"].min()
+    order = measured.sort_values("started_at").drop_duplicates(["suite", "observation"])["suite"].tolist()
+    assert order[:4] == ["tasks", "arrays", "arrays", "tasks"] and len(firsts) == 7
+    [details] = store.steps("precise")["details"]
+    measuring = details["measuring"]
+    assert measuring["observations"] == {"tasks": 7, "arrays": 7} and measuring["budget_spent"]
+    assert 0 < measuring["minimum_seconds"] <= 0.5 and set(measuring["precision"]) == {
+        f"{suite}.{op}" for suite in ("tasks", "arrays") for op in OPERATIONS[suite]}
+    # a looped operation's first measured observation ran once and set its loops; the later ones ran that often
+    assert measuring["loops"], "the tiny test sizes leave operations shorter than the minimum"
+    for name, loops in measuring["loops"].items():
+        suite, operation = name.split(".")
+        counts = measured[(measured["suite"] == suite) & (measured["operation"] == operation)].sort_values(
+            "observation")["loops"].tolist()
+        assert counts == [1] + [loops] * 6 and loops > 1
+    store.close()
+
+
+@pytest.mark.alone
+def test_a_cpu_hog_beside_the_step_marks_it_busy(small, caplog):
+    """Another process using a core while a step measures is recorded by name, and the step is marked busy
+    and warned about; without it the step is not (run alone: other tests' work would count as busy too)."""
+    import subprocess
+    import sys
+
+    settings = small(max_n_cores=1, suites="tasks", obs_per_iter=6)
+    [step] = make_plan(settings)
+    store = ResultStore(settings.database_url)
+    run_step(settings, step, "quiet", store=store)
+    [quiet] = store.steps("quiet")["host_load"]
+    assert len(quiet) == 1 and not quiet[0]["busy"], quiet
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with caplog.at_level("WARNING"):
+            run_step(settings, step, "busy", store=store)
+    finally:
+        hog.kill()
+        hog.wait()
+    [load] = store.steps("busy")["host_load"]
+    [host] = load
+    assert host["busy"] and host["foreign_cores"] >= 0.5, host
+    assert hog.pid in [p["pid"] for p in host["busy_processes"]]
+    assert {"load_before", "load_after", "steal_pct", "mhz_before", "mhz_after"} <= set(host)
+    assert "the host was busy while it measured" in caplog.text and "python" in caplog.text
+    store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daskweak.errors import ConfigError
-from daskweak.settings import Settings, load_settings
+from daskweak.settings import MEASURED, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = {"backend": "slurm", "account": "a", "partition": "p"}
@@ -178,9 +180,15 @@ def test_fingerprint_changes_with_what_is_measured_only():
     base = load_settings()
     assert base.fingerprint() == load_settings(verbose=True, results_retry_seconds=5).fingerprint()
     # another observation count is another noise of each run's median: another baseline (10 → 3 kept the old one
-    # and turned 4 % of nights red); the seed's 3 keeps the fingerprints stored before this rule
-    assert base.fingerprint() != load_settings(obs_per_iter=9).fingerprint()
-    assert base.fingerprint() == load_settings(obs_per_iter=3).fingerprint()
+    # and turned 4 % of nights red); so is another precision target
+    fixed = load_settings(obs_per_iter=3)
+    assert len({base.fingerprint(), fixed.fingerprint(), load_settings(obs_per_iter=9).fingerprint(),
+                load_settings(target_precision=2).fingerprint()}) == 4
+    assert fixed.fingerprint() == load_settings(obs_per_iter=3, target_precision=2).fingerprint()  # not used
+    # the seed's 3 keeps the fingerprints stored before this rule (the hash of the measured settings alone)
+    values = fixed.public()
+    before = json.dumps({key: values[key] for key in sorted(MEASURED)}, sort_keys=True).encode()
+    assert fixed.fingerprint() == hashlib.sha256(before).hexdigest()[:16]
     assert base.fingerprint() != load_settings(problem_size_array=1024).fingerprint()
     assert base.fingerprint() != load_settings(scaling="strong").fingerprint()
 

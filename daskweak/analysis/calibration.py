@@ -7,9 +7,14 @@ holds them) and stores one `calibrations` row; everything else here is a pure fu
 Noise is measured on the log scale, where a slowdown is a shift and the standard deviation is close to the
 coefficient of variation (CV) for small noise:
 - within-run: the spread of the observations of one (suite, operation, cores) in one run, pooled over runs;
-- run-to-run: the spread of the runs' medians. It holds the within-run noise of a median (about
-  1.2533·within/√n for n observations) plus what changes between runs (placement, the machine's state); the
-  latter, `between`, is what more observations per run cannot remove.
+- run-to-run: the spread of the runs' medians. It holds the within-run noise of a median (its exact variance
+  for n normal observations, `median_variance`: 0.449·within² at n = 3, where the large-n π/(2n) said 0.524)
+  plus what changes between runs (placement, the machine's state); the latter, `between`, is what more
+  observations per run cannot remove.
+
+The MDS is an estimate from R runs: its 95 % interval comes from the chi-square interval of the run-to-run
+variance (R − 1 degrees of freedom; the MDS grows with the noise), and `stable_repeats` says how many runs
+bring the interval's upper end within 1.5 times the estimate.
 
 The minimal detectable slowdown (MDS) follows the run-level verdict of `daskweak.analysis.regression` with
 the configured REGRESSION_* settings: the current run's median against K baseline run medians on the log
@@ -24,6 +29,7 @@ simulation (`regression.simulate_nights`, the code the nightly check runs).
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from dataclasses import asdict
@@ -33,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from scipy.integrate import cumulative_trapezoid, trapezoid
+from scipy.stats import beta, chi2, norm
 from scipy.stats import t as student_t
 
 from daskweak.analysis.regression import Thresholds, thresholds_of
@@ -44,7 +52,8 @@ if TYPE_CHECKING:
     from daskweak.store import ResultStore
 
 PURPOSE = "calibration"  # suffix of a calibration run's fingerprint (and prefix of its run id)
-MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2)  # sd of the median of n normal draws ≈ 1.2533·σ/√n
+CONFIDENCE = 0.95
+STABLE = 1.5  # a stable MDS: the interval's upper end at most this many times the estimate
 POWER = 0.9
 SIMULATIONS = 4000
 MOST_OBSERVATIONS = 10  # past this, more observations per run cost machine time for little
@@ -66,6 +75,46 @@ def family_size(settings: Settings) -> int:
     return sum(len(operations[suite]) + 1 for suite in settings.suites) * len(make_plan(settings))
 
 
+@functools.lru_cache(maxsize=64)
+def median_variance(n: int) -> float:
+    """The exact variance of the median of `n` standard normal draws, from the order statistics' densities
+    (integrated on a fine grid: the error is below 1e-6)."""
+    if n < 1:
+        raise ValueError(f"need at least one draw, not {n}")
+    x = np.linspace(-9.0, 9.0, 18_001)
+    density, below, above = norm.pdf(x), norm.cdf(x), norm.sf(x)
+
+    def square(r: int) -> float:  # E[X₍ᵣ₎²]
+        return float(trapezoid(x * x * beta.pdf(below, r, n - r + 1) * density, x))
+
+    if n % 2:
+        return square((n + 1) // 2)
+    r = n // 2  # the mean of the two middle ones: their joint density is C·Φ(x)^(r−1)·φ(x)·φ(y)·S(y)^(n−r−1), x < y
+    constant = math.factorial(n) / (math.factorial(r - 1) * math.factorial(n - r - 1))
+    tail = x * density * above ** (n - r - 1)
+    inner = cumulative_trapezoid(tail[::-1], -x[::-1], initial=0)[::-1]  # ∫ₓ^∞ y φ S^k dy
+    product = constant * float(trapezoid(x * below ** (r - 1) * density * inner, x))  # E[X₍ᵣ₎·X₍ᵣ₊₁₎]
+    return (square(r) + square(r + 1) + 2 * product) / 4
+
+
+def noise_factors(runs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """How far the true run-to-run noise may be from one measured on `runs` runs: (low, high) factors of the
+    chi-square interval of a standard deviation with runs − 1 degrees of freedom."""
+    df = runs - 1
+    if df < 1:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    return math.sqrt(df / chi2.isf(tail, df)), math.sqrt(df / chi2.ppf(tail, df))
+
+
+def stable_repeats(limit: float = STABLE, confidence: float = CONFIDENCE) -> int:
+    """The fewest calibration runs whose MDS interval's upper end is within `limit` times the estimate."""
+    runs = 2
+    while noise_factors(runs, confidence)[1] > limit:
+        runs += 1
+    return runs
+
+
 def noise_table(observations: pd.DataFrame) -> pd.DataFrame:
     """Per (suite, operation, cores) over R runs: runs, observations per run, median seconds (median of the
     run medians), within-run and run-to-run noise (sd of log durations), and `between`, the run-to-run
@@ -81,7 +130,7 @@ def noise_table(observations: pd.DataFrame) -> pd.DataFrame:
         medians = per_run.median()
         run_to_run = float(medians.std(ddof=1)) if len(medians) > 1 else float("nan")
         obs = int(counts.median())
-        excess = run_to_run**2 - (MEDIAN_EFFICIENCY * within) ** 2 / obs
+        excess = run_to_run**2 - within**2 * median_variance(obs)
         records.append({
             **dict(zip(KEYS, key, strict=True)), "runs": len(medians), "obs": obs,
             "median": float(np.exp(medians.median())), "within": within, "run_to_run": run_to_run,
@@ -105,6 +154,9 @@ def minimal_detectable_slowdown(within: float, between: float, obs: int, rule: T
     if k < 2 or not 1 <= m <= n:
         return float("inf")
     rng = np.random.default_rng(seed)
+
+    if not (math.isfinite(within) and math.isfinite(between)):
+        return float("nan")
 
     def run_medians(count: int) -> np.ndarray:
         shift = rng.normal(0.0, between, size=(simulations, count))
@@ -140,15 +192,18 @@ def minimal_detectable_slowdown(within: float, between: float, obs: int, rule: T
 
 def recommend_obs_per_iter(noise: pd.DataFrame, most: int = MOST_OBSERVATIONS,
                            quantile: float = OBS_QUANTILE) -> int:
-    """The smallest OBS_PER_ITER whose within-run noise of the median (1.2533·within/√n) is at most the
-    run-to-run noise no observation count removes (`between`), for `quantile` of the comparisons; capped at
-    `most` (a deployment with no run-to-run noise gets `most`)."""
+    """The smallest OBS_PER_ITER whose within-run noise of the median (exact: within²·median_variance(n)) is at
+    most the run-to-run noise no observation count removes (`between`²), for `quantile` of the comparisons;
+    capped at `most` (a deployment with no run-to-run noise gets `most`)."""
     noise = noise.dropna(subset=["within", "between"])
     if noise.empty:
         return 1
-    ratio = (MEDIAN_EFFICIENCY * noise["within"]) ** 2 / noise["between"].clip(lower=1e-12) ** 2
-    needed = np.clip(np.ceil(ratio.to_numpy()), 1, most)
-    return int(np.ceil(np.quantile(needed, quantile)))
+
+    def needed(within: float, between: float) -> int:
+        return next((n for n in range(1, most + 1) if within**2 * median_variance(n) <= between**2), most)
+
+    counts = [needed(w, b) for w, b in zip(noise["within"], noise["between"], strict=True)]
+    return int(np.ceil(np.quantile(counts, quantile)))
 
 
 def recommend_sizes(noise: pd.DataFrame, sizes: dict[str, int], shortest: float = SHORTEST_SECONDS,
@@ -178,33 +233,45 @@ def recommend_sizes(noise: pd.DataFrame, sizes: dict[str, int], shortest: float 
 
 def analyse(observations: pd.DataFrame, settings: Settings, rule: Thresholds, family: int,
             seed: int = 0) -> dict[str, Any]:
-    """Noise table with the MDS of every comparison (current and recommended OBS_PER_ITER), and the
-    recommendations; JSON-able."""
+    """Noise table with the MDS of every comparison (with its 95 % interval at the count the runs used, and at
+    the recommended OBS_PER_ITER), and the recommendations; JSON-able."""
     noise = noise_table(observations)
     obs = recommend_obs_per_iter(noise)
-    for column, count in (("mds", settings.obs_per_iter), ("mds_recommended", obs)):
-        noise[column] = [_mds(row, count, rule, family, seed) for row in noise.itertuples()]
+    noise["mds"] = [_mds(row, row.obs, rule, family, seed) for row in noise.itertuples()]
+    bounds = [[_mds(row, row.obs, rule, family, seed, scale) for scale in noise_factors(row.runs)]
+              for row in noise.itertuples()]
+    noise["mds_low"], noise["mds_high"] = ([b[i] for b in bounds] for i in (0, 1))
+    noise["mds_recommended"] = [_mds(row, obs, rule, family, seed) for row in noise.itertuples()]
     sizes = {suite: getattr(settings, name) for suite, name in SIZE_SETTINGS.items()}
+
+    def median_of(column: str) -> float | None:
+        finite = noise[column].replace(np.inf, np.nan).dropna()
+        return float(finite.median()) if len(finite) else None
+
     finite = noise["mds"].replace(np.inf, np.nan).dropna()
+    runs = int(noise["runs"].max()) if len(noise) else 0
     return {
         "noise": noise.to_dict(orient="records"),
         "recommendations": {
             "obs_per_iter": obs, "sizes": recommend_sizes(noise, sizes),
-            "mds_median": float(finite.median()) if len(finite) else None,
+            "mds_median": median_of("mds"), "mds_median_low": median_of("mds_low"),
+            "mds_median_high": median_of("mds_high"),
             "mds_max": float(finite.max()) if len(finite) else None,
+            "runs": runs, "stable_repeats": stable_repeats(),
         },
     }
 
 
-def _mds(row: Any, obs: int, rule: Thresholds, family: int, seed: int) -> float:
-    """The MDS of one comparison at `obs` observations; with one observation per run the within-run noise is
-    unknown, but the run-to-run noise is then all the noise of a run's median (at that same count only)."""
-    if np.isnan(row.run_to_run):
+def _mds(row: Any, obs: int, rule: Thresholds, family: int, seed: int, scale: float = 1.0) -> float:
+    """The MDS of one comparison at `obs` observations, its noise scaled by `scale` (an interval's end); with
+    one observation per run the within-run noise is unknown, but the run-to-run noise is then all the noise of
+    a run's median (at that same count only)."""
+    if np.isnan(row.run_to_run) or not math.isfinite(scale):
         return float("nan")
     if np.isnan(row.within):
-        return minimal_detectable_slowdown(0.0, row.run_to_run, 1, rule, family, seed=seed) if obs == row.obs \
-            else float("nan")
-    return minimal_detectable_slowdown(row.within, row.between, obs, rule, family, seed=seed)
+        return minimal_detectable_slowdown(0.0, scale * row.run_to_run, 1, rule, family, seed=seed) \
+            if obs == row.obs else float("nan")
+    return minimal_detectable_slowdown(scale * row.within, scale * row.between, obs, rule, family, seed=seed)
 
 
 def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None = None) -> dict[str, Any]:
@@ -224,7 +291,8 @@ def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None
         record = {
             "id": f"{PURPOSE}-{uuid.uuid4().hex[:12]}", "created_at": datetime.now(UTC),
             "fingerprint": str(recorded).removesuffix(f"-{PURPOSE}"), "repeats": repeats, "runs": run_ids,
-            "settings": {"obs_per_iter": settings.obs_per_iter, "warmup": settings.warmup,
+            "settings": {"obs_per_iter": settings.obs_per_iter, "target_precision": settings.target_precision,
+                         "warmup": settings.warmup,
                          **{name: getattr(settings, name) for name in SIZE_SETTINGS.values()},
                          "rule": asdict(rule), "family": family, "power": POWER},
             **_json_safe(analyse(observations, settings, rule, family)),
@@ -263,8 +331,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         f"{record['repeats']} runs; rule: K={rule['baseline_runs']} baseline runs, {rule['correction']} at "
         f"{rule['p_value']:g} over {settings['family']} comparisons, change > {rule['threshold_pct']:g} %, "
         f"confirmed on {rule['confirm_m']} of {rule['confirm_n']} nights; power {settings['power']:.0%}",
-        f"minimal detectable slowdown at OBS_PER_ITER={settings['obs_per_iter']}: median {_pct(advice['mds_median'])}"
-        f", worst {_pct(advice['mds_max'])}",
+        f"minimal detectable slowdown at {_count(settings['obs_per_iter'])}: median {_pct(advice['mds_median'])}"
+        f"{_interval(advice)}, worst {_pct(advice['mds_max'])}",
         f"recommended OBS_PER_ITER={advice['obs_per_iter']}",
     ]
     for size in advice["sizes"]:
@@ -277,6 +345,20 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _count(obs_per_iter: int | None) -> str:
+    return f"OBS_PER_ITER={obs_per_iter}" if obs_per_iter else "the observation counts the runs reached"
+
+
+def _interval(advice: dict[str, Any]) -> str:
+    """`(95 % interval 15–41 % from 5 runs; 23 runs make it stable)`, for records that have one."""
+    if advice.get("mds_median_low") is None:
+        return ""
+    stable = advice["stable_repeats"]
+    enough = "stable" if advice["runs"] >= stable else f"{stable} runs keep its upper end within 1.5× of it"
+    return (f" (95 % interval {_pct(advice['mds_median_low'])}–{_pct(advice['mds_median_high'])} from "
+            f"{advice['runs']} runs; {enough})")
+
+
 def html_fragment(record: dict[str, Any] | None) -> str:
     """A short HTML section for the report: the findings and the noise per comparison."""
     if record is None:
@@ -284,11 +366,12 @@ def html_fragment(record: dict[str, Any] | None) -> str:
                "<code>daskweak calibrate</code> measures its noise and detectable slowdown.</p></section>"
     items = "".join(f"<li>{escape(line)}</li>" for line in summary_lines(record))
     header = ["suite", "operation", "cores", "median s", "within CV", "run-to-run CV", "MDS now",
-              "MDS recommended"]
+              "MDS 95% interval", "MDS recommended"]
     rows = "".join(
         "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in (
             row["suite"], row["operation"], row["cores_requested"], f"{row['median']:.3f}",
-            _pct(row["within"]), _pct(row["run_to_run"]), _pct(row["mds"]), _pct(row["mds_recommended"])))
+            _pct(row["within"]), _pct(row["run_to_run"]), _pct(row["mds"]),
+            f"{_pct(row.get('mds_low'))}–{_pct(row.get('mds_high'))}", _pct(row["mds_recommended"])))
         + "</tr>" for row in record["noise"])
     created = pd.Timestamp(record["created_at"]).strftime("%Y-%m-%d %H:%M")
     return (f"<section class='calibration'><h2>Calibration {escape(created)}</h2><ul>{items}</ul><table><tr>"

@@ -137,9 +137,13 @@ def efficiency_html(table: pd.DataFrame) -> str:
 def _efficiency_td(row: Any) -> str:
     if row is None:
         return "<td>—</td>"
-    interval = (f"{row.efficiency_low:.0%}–{row.efficiency_high:.0%}"
-                if pd.notna(row.efficiency_low) and pd.notna(row.efficiency_high) else "no interval")
-    text = f"{row.median:.3f} s · {row.efficiency:.0%} [{interval}]"
+    if row.cores_requested == 1:  # the reference: efficiency 1 by definition, its noise the median's
+        text = f"{row.median:.3f} s · T(1) " + (f"±{row.precision:.0%}" if row.precision < float("inf") else
+                                                 "no interval")
+    else:
+        interval = (f"{row.efficiency_low:.0%}–{row.efficiency_high:.0%}"
+                    if pd.notna(row.efficiency_low) and pd.notna(row.efficiency_high) else "no interval")
+        text = f"{row.median:.3f} s · {row.efficiency:.0%} [{interval}]"
     if row.noisy:
         return f"<td class='noisy' title='interval too wide: not a result'>{escape(text)} noisy</td>"
     return f"<td>{escape(text)}</td>"

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
+from daskweak import hostload
 from daskweak.analysis.stats import KEYS, measured
 from daskweak.errors import UnknownRun
 from daskweak.settings import Settings
@@ -474,6 +475,18 @@ def stored_values(history: dict[str, dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", *COMPARISON, "median"])
 
 
+def busy_note(store: ResultStore, run_id: str) -> str | None:
+    """A warning when another workload shared a host while the run measured (`daskweak.hostload`)."""
+    steps = store.steps(run_id)
+    loads = steps.get("host_load", [])
+    busy = [(cores, hostload.describe(load)) for cores, load in zip(steps["cores_requested"], loads, strict=True)
+            if hostload.busy_hosts(load)]
+    if not busy:
+        return None
+    return ("Warning: the host was busy while this run measured (" + "; ".join(
+        f"{cores} cores: {text}" for cores, text in busy) + "): its slowdowns may be that work's, not Dask's.")
+
+
 def check_run(store: ResultStore, run_id: str, settings: Settings) -> dict[str, Any]:
     """The verdict of `run_id` against its baseline, saved with the run (replacing an earlier one).
 
@@ -489,10 +502,12 @@ def check_run(store: ResultStore, run_id: str, settings: Settings) -> dict[str, 
     values = pd.concat([stored_values(history), run_values(store.observations(run_id))], ignore_index=True)
     table = compare_history(values, order, run_id, _past_verdicts(history), acceptances, rule)
     baseline = table.attrs.get("baseline", [])
+    busy = busy_note(store, run_id)
     record = {
         "run_id": run_id, "created_at": datetime.now(UTC), "status": status(table), "baseline": baseline,
-        "markdown": markdown(run_id, table, baseline, reason, rule),
-        "html": html(run_id, table, baseline, reason, rule),
+        "markdown": markdown(run_id, table, baseline, reason, rule) + (f"\n{busy}\n" if busy else ""),
+        "html": html(run_id, table, baseline, reason, rule) + (f"<p class='warning'>{escape(busy)}</p>" if busy
+                                                               else ""),
         "comparisons": json.loads(table.to_json(orient="records")),
     }
     store.save_verdict(record)

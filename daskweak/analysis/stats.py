@@ -29,8 +29,8 @@ def efficiency(observations: pd.DataFrame, scaling: str, noise_limit: float = NO
     """Median time per (suite, operation, cores) with E(n) = T(1)/T(n) (weak) or T(1)/(n·T(n)) (strong), its
     95 % interval and whether it is `noisy` (see `summary`)."""
     table = summary(observations, scaling, noise_limit=noise_limit)
-    return table[[*KEYS, "count", "median", "ci_low", "ci_high", "efficiency", "efficiency_low", "efficiency_high",
-                  "noisy"]]
+    return table[[*KEYS, "count", "median", "ci_low", "ci_high", "precision", "efficiency", "efficiency_low",
+                  "efficiency_high", "noisy"]]
 
 
 def with_efficiency(table: pd.DataFrame, scaling: str, by: list[str] | None = None) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
@@ -13,10 +14,15 @@ from daskweak.analysis.intervals import MIN_FOR_INTERVAL
 
 
 def efficiency_cell(row: Any) -> str:
-    """`0.123 87% [81–94]`; a noisy value is marked and never stands alone as a result."""
+    """`0.123 87% [81–94]` (at 1 core `0.123 T(1) ±4%`); a noisy value is marked and never stands alone as a
+    result."""
     low, high = row.efficiency_low, row.efficiency_high
-    interval = f"[{low:.0%}–{high:.0%}]" if pd.notna(low) and pd.notna(high) else "[no interval]"
-    text = f"{row.median:.3f} {row.efficiency:.0%} {interval}"
+    if row.cores_requested == 1:  # the reference: its efficiency is 1 by definition, its noise the median's
+        spread = f"±{row.precision:.0%}" if np.isfinite(row.precision) else "no interval"
+        text = f"{row.median:.3f} T(1) {spread}"
+    else:
+        interval = f"[{low:.0%}–{high:.0%}]" if pd.notna(low) and pd.notna(high) else "[no interval]"
+        text = f"{row.median:.3f} {row.efficiency:.0%} {interval}"
     return f"[dim]{text} noisy[/dim]" if row.noisy else text
 
 
