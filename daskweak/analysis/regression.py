@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from daskweak import hostload
+from daskweak.analysis.intervals import precision
 from daskweak.analysis.stats import KEYS, measured
 from daskweak.errors import UnknownRun
 from daskweak.settings import Settings
@@ -189,14 +190,18 @@ def run_values(observations: pd.DataFrame) -> pd.DataFrame:
     suite (the sampler measures a whole suite observation, so it is one comparison per suite and cores)."""
     rows = measured(observations)
     keys = ["run_id", *KEYS]
-    times = rows.groupby(keys, sort=True)["duration"].median().rename("median").reset_index()
+    grouped = rows.groupby(keys, sort=True)["duration"]
+    times = grouped.median().rename("median").reset_index()
+    # how precise the run's median is (half-width of its 95 % interval / median; inf: too few observations)
+    times["precision"] = grouped.agg(precision).to_numpy(dtype=float) if len(times) else []
     times["metric"] = "duration"
     memory = rows.dropna(subset=["peak_memory"]) if "peak_memory" in rows else rows.iloc[:0]
     if memory.empty:
         return times
     per_obs = memory.groupby(["run_id", "suite", "cores_requested", "step", "observation"])["peak_memory"].first()
-    peaks = per_obs.groupby(["run_id", "suite", "cores_requested"]).median().rename("median").reset_index()
-    peaks = peaks.assign(operation=MEMORY, metric=MEMORY)
+    by_suite = per_obs.groupby(["run_id", "suite", "cores_requested"])
+    peaks = by_suite.median().rename("median").reset_index()
+    peaks = peaks.assign(operation=MEMORY, metric=MEMORY, precision=by_suite.agg(precision).to_numpy(dtype=float))
     return pd.concat([times, peaks[times.columns]], ignore_index=True)
 
 
@@ -277,6 +282,9 @@ def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_ve
     result = judge(now, history, eligible, flagged, rule)
     table = pd.DataFrame(keys, columns=COMPARISON)
     table["median"] = current.to_numpy(dtype=float)
+    if "precision" in values:  # how precise tonight's median is, stored and shown beside it
+        reached = values[values["run_id"] == run_id].set_index(COMPARISON)["precision"]
+        table["precision"] = reached.reindex(current.index).to_numpy(dtype=float)
     table["baseline_median"] = np.exp(result["baseline_mean"])
     table["baseline_low"] = np.exp(result["band_low"])
     table["baseline_high"] = np.exp(result["band_high"])
@@ -324,7 +332,11 @@ def _lines(table: pd.DataFrame) -> list[list[str]]:
             return "—"
         return f"{value / 2**20:.1f} MiB" if metric == MEMORY else f"{value:.4f} s"
 
-    return [[row.suite, row.operation, str(row.cores_requested), amount(row.median, row.metric),
+    def spread(value: float) -> str:
+        return "" if pd.isna(value) else ("±?" if not np.isfinite(value) else f"±{value:.0%}")
+
+    return [[row.suite, row.operation, str(row.cores_requested),
+             f"{amount(row.median, row.metric)} {spread(getattr(row, 'precision', np.nan))}".strip(),
              amount(row.baseline_median, row.metric), number(row.change_pct, "+.1f"), number(row.p_adjusted, ".2g"),
              f"{row.nights_flagged}" if row.verdict in FLAGGED else "", row.verdict] for row in table.itertuples()]
 
