@@ -228,15 +228,15 @@ def run_step(
                 for observation in range(settings.warmup):
                     observed(suite, observation, warmup_step(step))
             schedule = Schedule.of(settings, minimum_duration(round_trip(deployment.client)))
-            before = host_samples(deployment.client)
+            before = host_samples(deployment.client, step)
             while suites := schedule.next_round():
                 for suite in suites:  # interleaved: drift over the step falls on every suite alike
                     observation = settings.warmup + schedule.counts.get(suite, 0)
                     if settings.warmup:  # first touches of memory unused for a while cost seconds per GiB
                         warm_memory(deployment.client, footprint(step, suite))
                     schedule.record(suite, observed(suite, observation, step, schedule.loops_of))
-            load = [hostload.compare(before[host], after) for host, after in host_samples(deployment.client).items()
-                    if host in before]
+            load = [hostload.compare(before[host], after)
+                    for host, after in host_samples(deployment.client, step).items() if host in before]
             record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()}
             record["host_load"] = load
             if busy := hostload.describe(load):
@@ -351,18 +351,23 @@ def round_trip(client: Client, count: int = 20) -> float:
     times = []
     for _ in range(count):
         clock = time.perf_counter()
-        client.submit(_nothing, pure=False).result()
+        client.submit(int, pure=False).result()  # a builtin: nothing to import on the worker
         times.append(time.perf_counter() - clock)
     return statistics.median(times)
 
 
-def _nothing() -> None:
-    return None
-
-
-def host_samples(client: Client) -> dict[str, dict[str, Any]]:
+def host_samples(client: Client, step: Step) -> dict[str, dict[str, Any]]:
     """`hostload.sample` of the driver's host and of each other host with a worker, each knowing which of its
-    processes are this run's (workers, nannies, the driver and their children)."""
+    processes are this run's (workers, nannies, the driver and their children). Workers that cannot run it (an
+    image with an older daskweak) cost the record of their hosts, never the step."""
+    try:
+        return _host_samples(client)
+    except Exception as exc:  # a missing record must not fail a measured step
+        log.warning("step %d: could not sample the hosts' load (%s: %s)", step.index, type(exc).__name__, exc)
+        return {}
+
+
+def _host_samples(client: Client) -> dict[str, dict[str, Any]]:
     who = client.run(hostload.whoami)
     parents: dict[str, set[int]] = {}
     workers: dict[str, set[int]] = {}
