@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import statistics
 import subprocess
 import threading
@@ -22,6 +23,7 @@ from distributed import Client, Future
 from distributed.diagnostics import MemorySampler
 
 from daskweak import hostload, runinfo
+from daskweak.analysis.intervals import precision
 from daskweak.backends import usable_backend
 from daskweak.backends.base import Deployment, live_workers, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
@@ -315,7 +317,12 @@ def _verbosity(settings: Settings) -> int:
 
 def timed(operation: Operation, client: Client, limit: float, loops: int = 1) -> dict[str, Any]:
     """Time one operation, run `loops` times in a row (the duration is per run); past `limit` seconds its futures
-    are cancelled so a dead cluster cannot hang us."""
+    are cancelled so a dead cluster cannot hang us.
+
+    Python's automatic garbage collection is off while it runs, in this process, which also hosts the scheduler on
+    the local and Slurm backends: a collection would add its pause to the timing, and one that falls inside the
+    scheduler's unpickling of a graph can hit dask's check-then-get on its expression cache (a KeyError
+    "Error during deserialization of the task graph"). `release` collects between observations."""
     started, clock = now(), time.perf_counter()
     status, error = "ok", None
     expired = threading.Event()
@@ -326,6 +333,8 @@ def timed(operation: Operation, client: Client, limit: float, loops: int = 1) ->
 
     watchdog = threading.Timer(limit, expire)
     watchdog.daemon = True  # an interrupted run must not wait for it at exit
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         watchdog.start()
         for _ in range(loops):
@@ -336,6 +345,8 @@ def timed(operation: Operation, client: Client, limit: float, loops: int = 1) ->
             error = f"cancelled after OPERATION_TIMEOUT={limit:g}s; {error}"
     finally:
         watchdog.cancel()
+        if collecting:
+            gc.enable()
     duration = (time.perf_counter() - clock) / loops
     return {
         "operation": operation.name, "started_at": started, "finished_at": now(), "duration": duration, "loops": loops,
@@ -421,8 +432,11 @@ def summarize(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, A
     operations: dict[str, dict[str, Any]] = {}
     for key, group in groups.items():
         ok = [r for r in group if r["status"] == "ok" and not r["warmup"]]
+        spread = precision([r["duration"] for r in ok]) if ok else math.inf
         operations[key] = {
             "median_s": statistics.median(r["duration"] for r in ok) if ok else None,
+            # the 95 % interval's half-width / median (None: too few observations for one)
+            "precision": round(spread, 4) if math.isfinite(spread) else None,
             "rate": statistics.median(r["rate"] for r in ok) if ok else None,
             "rate_unit": group[0]["rate_unit"],
             "failed": sum(r["status"] != "ok" for r in group),
