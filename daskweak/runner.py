@@ -23,7 +23,6 @@ from distributed import Client, Future
 from distributed.diagnostics import MemorySampler
 
 from daskweak import hostload, runinfo
-from daskweak.analysis.intervals import precision
 from daskweak.backends import usable_backend
 from daskweak.backends.base import Deployment, live_workers, open_cluster
 from daskweak.errors import DaskweakError, WorkersLost
@@ -426,6 +425,8 @@ def release(client: Client, *, restart: bool) -> None:
 
 def summarize(record: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What Airflow's XCom carries: medians per operation, never raw data."""
+    from daskweak.analysis.intervals import precision  # scipy: imported when a step ends, not at start
+
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(f"{row['suite']}.{row['operation']}", []).append(row)

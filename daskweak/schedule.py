@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from daskweak.analysis.intervals import precision
-
 LATENCY_MULTIPLE = 20  # an observation lasts at least this many no-op round trips of the deployment
 MINIMUM_FLOOR = 0.02  # seconds: below this even a fast deployment's timer and wake-ups show
 MINIMUM_CEILING = 0.5  # seconds: a loaded host's slow round trips must not turn every observation into many
@@ -65,6 +63,8 @@ class Schedule:
         return self.fixed if self.fixed is not None else self.most
 
     def precise(self, key: tuple[str, str]) -> bool:
+        from daskweak.analysis.intervals import precision  # scipy, once the first round is in
+
         values = self.durations.get(key, [])
         return len(values) >= self.least and precision(values) <= self.target
 
@@ -113,6 +113,7 @@ class Schedule:
 
     def summary(self) -> dict[str, Any]:
         """What the step stores about how it was measured (steps.details)."""
+        from daskweak.analysis.intervals import precision
         return {
             "observations": dict(self.counts),
             "minimum_seconds": self.shortest or None,

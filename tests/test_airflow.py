@@ -131,7 +131,7 @@ def test_a_bad_settings_file_fails_validate_at_once_with_every_problem(airflow, 
 def test_a_timed_out_step_closes_its_cluster_and_keeps_its_rows(airflow):
     before = {p.pid for p in dask_processes(airflow.home)}
     result = airflow.run("dags", "test", DAG, "-c", '{"max_cores": 1, "obs_per_iter": 1000}',
-                         env={"STEP_TIMEOUT": "12", "STEP_RETRIES": "0"})
+                         env={"STEP_TIMEOUT": "30", "STEP_RETRIES": "0"})
     assert result.returncode != 0
     run_id = airflow.latest_run_id(DAG)
     assert airflow.task_instances(run_id, "run_step")[0][2] == "failed"
