@@ -228,7 +228,9 @@ def run_step(
                 # a warm-up warms the same code paths and graph shapes on a fraction of the data
                 for observation in range(settings.warmup):
                     observed(suite, observation, warmup_step(step))
-            schedule = Schedule.of(settings, minimum_duration(round_trip(deployment.client)))
+            # loops only when measuring to a precision: a fixed OBS_PER_ITER runs each operation once (the origin's)
+            shortest = minimum_duration(round_trip(deployment.client)) if settings.obs_per_iter is None else 0.0
+            schedule = Schedule.of(settings, shortest)
             before = host_samples(deployment.client, step)
             while suites := schedule.next_round():
                 for suite in suites:  # interleaved: drift over the step falls on every suite alike
