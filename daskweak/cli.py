@@ -221,10 +221,6 @@ def cmd_compare(settings: Settings, args: argparse.Namespace) -> int:
     sides = sides_of(args.run_ids)
     if len(sides) < 2:
         raise DaskweakError("compare needs two or more sides (runs, or RUN,RUN,… groups): the first is the reference")
-    every = [run for side in sides for run in side]
-    if len(set(every)) < len(every):
-        twice = sorted({run for run in every if every.count(run) > 1})
-        raise DaskweakError(f"compare: run(s) {', '.join(twice)} given more than once; each run belongs to one side")
     with ResultStore.of(settings) as store:
         ratios = compare(store, sides)
         name = "-vs-".join(label(side).replace(",", "+") for side in sides)

@@ -215,7 +215,8 @@ def run_step(
             if deployment.cores != step.cores:
                 log.warning("step %d: planned %d cores, cluster has %d", step.index, step.cores, deployment.cores)
 
-            def observed(suite: str, observation: int, sized: Step, loops: Any = None) -> list[dict[str, Any]]:
+            def observed(suite: str, observation: int, sized: Step,
+                         loops: Callable[[str, str], int] | None = None) -> list[dict[str, Any]]:
                 measured = observe(deployment, settings, sized, suite, observation, run_id, loops=loops)
                 rows.extend(measured)
                 require_workers(deployment, measured)

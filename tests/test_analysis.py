@@ -252,6 +252,12 @@ def night(store: ResultStore, index: int, rng: np.random.Generator, slower: dict
     return run_id
 
 
+def judge_nights(store: ResultStore, settings: object, rng: np.random.Generator, nights: range,
+                 slower: dict[str, float] | None = None, **night_options: object) -> list[dict]:
+    """Store and check each of `nights` in turn, as the nightly DAG does; their verdict records."""
+    return [check_run(store, night(store, index, rng, slower, **night_options), settings) for index in nights]
+
+
 def verdict_of(record: dict, operation: str, metric: str = "duration") -> dict:
     suite, op = operation.split(".")
     return next(row for row in record["comparisons"]
@@ -269,8 +275,7 @@ def results(tmp_path: Path) -> tuple[ResultStore, object]:
 def test_a_lasting_slowdown_is_suspected_then_red_and_never_absorbed_until_accepted(results):
     store, settings = results
     rng = np.random.default_rng(6)
-    for index in range(12):
-        check_run(store, night(store, index, rng), settings)
+    judge_nights(store, settings, rng, range(12))
     slow = {"tasks.chain": 1.25}
     first = check_run(store, night(store, 12, rng, slow), settings)
     assert first["status"] == "suspected" and verdict_of(first, "tasks.chain")["verdict"] == "suspected"
@@ -297,11 +302,10 @@ def test_a_change_that_held_the_restart_nights_restarts_the_baseline_and_the_ver
     store, shipped = results
     settings = load_settings(res_dir=shipped.res_dir, regression_restart_nights=5)
     rng = np.random.default_rng(11)
-    for index in range(10):
-        check_run(store, night(store, index, rng), settings)
+    judge_nights(store, settings, rng, range(10))
     slow = {"tasks.chain": 1.25}
-    flagged = [verdict_of(check_run(store, night(store, index, rng, slow), settings), "tasks.chain")["verdict"]
-               for index in range(10, 15)]
+    flagged = [verdict_of(record, "tasks.chain")["verdict"]
+               for record in judge_nights(store, settings, rng, range(10, 15), slow)]
     assert flagged == ["suspected", "regression", "regression", "regression", "regression"]
     restarted = check_run(store, night(store, 15, rng, slow), settings)
     row = verdict_of(restarted, "tasks.chain")
@@ -321,10 +325,8 @@ def test_without_restart_nights_the_same_change_stays_red(results):
     store, settings = results
     assert settings.regression_restart_nights == 0
     rng = np.random.default_rng(11)
-    for index in range(10):
-        check_run(store, night(store, index, rng), settings)
-    for index in range(10, 16):
-        record = check_run(store, night(store, index, rng, {"tasks.chain": 1.25}), settings)
+    judge_nights(store, settings, rng, range(10))
+    *_, record = judge_nights(store, settings, rng, range(10, 16), {"tasks.chain": 1.25})
     assert verdict_of(record, "tasks.chain")["verdict"] == "regression" and "change point" not in record["markdown"]
 
 
@@ -333,8 +335,7 @@ def test_only_judged_nightly_runs_form_a_baseline(results):
     must not soften the baseline a lasting slowdown is judged against (they left it "unchanged" for 4 nights)."""
     store, settings = results
     rng = np.random.default_rng(21)
-    for index in range(12):
-        check_run(store, night(store, index, rng, kind="nightly"), settings)
+    judge_nights(store, settings, rng, range(12), kind="nightly")
     slow = {"tasks.chain": 1.25}
     check_run(store, night(store, 12, rng, slow, kind="cli"), settings)  # `daskweak run` then `daskweak check`
     night(store, 13, rng, slow, kind="manual")
@@ -352,11 +353,9 @@ def test_a_regression_nobody_accepts_stays_red_however_many_nights_pass(results)
     store, shipped = results
     settings = load_settings(res_dir=shipped.res_dir, regression_baseline_runs=5)
     rng = np.random.default_rng(22)
-    for index in range(6):
-        check_run(store, night(store, index, rng), settings)
-    slow = {"tasks.chain": 1.25}
-    verdicts = [verdict_of(check_run(store, night(store, index, rng, slow), settings), "tasks.chain")
-                for index in range(6, 30)]
+    judge_nights(store, settings, rng, range(6))
+    verdicts = [verdict_of(record, "tasks.chain")
+                for record in judge_nights(store, settings, rng, range(6, 30), {"tasks.chain": 1.25})]
     assert [v["verdict"] for v in verdicts[1:]] == ["regression"] * 23
     assert {v["baseline_runs"] for v in verdicts} == {5}
 
@@ -372,8 +371,7 @@ def test_the_stored_band_is_the_baselines_95_percent_prediction_interval(results
 
     store, settings = results
     rng = np.random.default_rng(12)
-    for index in range(9):
-        record = check_run(store, night(store, index, rng), settings)
+    *_, record = judge_nights(store, settings, rng, range(9))
     row = verdict_of(record, "arrays.sum")
     medians = [store.observations(run_id).query("operation == 'sum'")["duration"].median()
                for run_id in record["baseline"]]
@@ -387,8 +385,7 @@ def test_the_stored_band_is_the_baselines_95_percent_prediction_interval(results
 def test_peak_memory_is_judged_like_time(results):
     store, settings = results
     rng = np.random.default_rng(7)
-    for index in range(10):
-        check_run(store, night(store, index, rng), settings)
+    judge_nights(store, settings, rng, range(10))
     check_run(store, night(store, 10, rng, memory=1.4), settings)
     record = check_run(store, night(store, 11, rng, memory=1.4), settings)
     assert verdict_of(record, "arrays.peak_memory", "peak_memory")["verdict"] == "regression"
@@ -399,8 +396,7 @@ def test_peak_memory_is_judged_like_time(results):
 def test_a_night_on_another_hardware_class_has_no_baseline_and_never_joins_the_old_one(results):
     store, settings = results
     rng = np.random.default_rng(8)
-    for index in range(8):
-        check_run(store, night(store, index, rng), settings)  # only judged nights form a baseline
+    judge_nights(store, settings, rng, range(8))  # only judged nights form a baseline
     other = check_run(store, night(store, 8, rng, {"tasks.chain": 2.0}, hardware_class="hw-b"), settings)
     assert other["status"] == "no baseline" and "new hardware class: no baseline" in other["markdown"]
     back = check_run(store, night(store, 9, rng), settings)

@@ -153,10 +153,9 @@ def minimal_detectable_slowdown(within: float, between: float, obs: int, rule: T
     k, m, n = rule.baseline_runs, rule.confirm_m, rule.confirm_n
     if k < 2 or not 1 <= m <= n:
         return float("inf")
-    rng = np.random.default_rng(seed)
-
     if not (math.isfinite(within) and math.isfinite(between)):
         return float("nan")
+    rng = np.random.default_rng(seed)
 
     def run_medians(count: int) -> np.ndarray:
         shift = rng.normal(0.0, between, size=(simulations, count))

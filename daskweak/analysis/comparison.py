@@ -23,6 +23,7 @@ from scipy.stats import ttest_ind
 from daskweak.analysis.intervals import holm_levels, shift_test
 from daskweak.analysis.regression import adjusted
 from daskweak.analysis.stats import KEYS, measured
+from daskweak.errors import DaskweakError
 from daskweak.store import ResultStore
 
 SIGNIFICANCE = 0.01  # the family's level (Holm's family-wise error)
@@ -44,20 +45,29 @@ def needed_observations(alpha: float = SIGNIFICANCE) -> int:
 
 
 def sides_of(run_ids: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str]]:
-    """Each argument is a side: a run id, or several (a list, or ids joined by commas)."""
-    return [[r for part in ([side] if isinstance(side, str) else side) for r in part.split(",") if r]
-            for side in run_ids]
+    """Each argument is a side: a run id, or several (a list, or ids joined by commas); a run belongs to one
+    side only."""
+    sides = [[r for part in ([side] if isinstance(side, str) else side) for r in part.split(",") if r]
+             for side in run_ids]
+    every = [run for side in sides for run in side]
+    if twice := sorted({run for run in every if every.count(run) > 1}):
+        raise DaskweakError(f"compare: run(s) {', '.join(twice)} given more than once; each run belongs to one side")
+    return sides
 
 
 def label(side: list[str]) -> str:
     return ",".join(side)
 
 
+def _run_logs(runs: list[np.ndarray]) -> np.ndarray:
+    """Each run's log median: the unit of a run-level test."""
+    return np.log([np.median(x) for x in runs])
+
+
 def _test(before: list[np.ndarray], after: list[np.ndarray]) -> dict[str, float | str]:
     """p-value and point estimate of one comparison, at the run level when both sides have several runs."""
     if len(before) > 1 and len(after) > 1:
-        base = np.log([np.median(x) for x in before])
-        other = np.log([np.median(x) for x in after])
+        base, other = _run_logs(before), _run_logs(after)
         p = float(ttest_ind(other, base, equal_var=False).pvalue)
         return {"unit": "runs", "p": p, "ratio": float(np.exp(other.mean() - base.mean())),
                 "baseline_median": float(np.exp(base.mean())), "median": float(np.exp(other.mean())),
@@ -72,9 +82,7 @@ def _test(before: list[np.ndarray], after: list[np.ndarray]) -> dict[str, float 
 
 def _interval(before: list[np.ndarray], after: list[np.ndarray], unit: str, level: float) -> tuple[float, float]:
     if unit == "runs":
-        base = np.log([np.median(x) for x in before])
-        other = np.log([np.median(x) for x in after])
-        ci = ttest_ind(other, base, equal_var=False).confidence_interval(1 - level)
+        ci = ttest_ind(_run_logs(after), _run_logs(before), equal_var=False).confidence_interval(1 - level)
         return float(np.exp(ci.low)), float(np.exp(ci.high))
     _, low, high = shift_test(np.concatenate(before), np.concatenate(after), level)
     return low, high

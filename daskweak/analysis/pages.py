@@ -15,8 +15,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from daskweak.analysis import units
 from daskweak.analysis.regression import regressed_operations
-from daskweak.analysis.stats import NOISE_LIMIT, efficiency
+from daskweak.analysis.stats import efficiency, noise_limit_of
 from daskweak.store import ResultStore
 
 STYLE = """<style>
@@ -115,7 +116,7 @@ def run_page(store: ResultStore, run_id: str, accept: bool = False) -> str | Non
             + steps.to_html(index=False, na_rep="—", float_format="{:.2f}".format))
     rows = store.observations(run_id)
     if not rows.empty:
-        limit = float((run["config"] or {}).get("noise_limit_pct") or NOISE_LIMIT * 100) / 100
+        limit = noise_limit_of(run)
         body += ("<h2>Median time and efficiency per operation</h2><p>Efficiency with its 95 % interval; a value "
                  f"whose interval is missing or wider than ±{limit:.0%} is greyed and marked noisy: it is not a "
                  "result.</p>" + efficiency_html(efficiency(rows, run["scaling"], limit)))
@@ -137,13 +138,7 @@ def efficiency_html(table: pd.DataFrame) -> str:
 def _efficiency_td(row: Any) -> str:
     if row is None:
         return "<td>—</td>"
-    if row.cores_requested == 1:  # the reference: efficiency 1 by definition, its noise the median's
-        text = f"{row.median:.3f} s · T(1) " + (f"±{row.precision:.0%}" if row.precision < float("inf") else
-                                                 "no interval")
-    else:
-        interval = (f"{row.efficiency_low:.0%}–{row.efficiency_high:.0%}"
-                    if pd.notna(row.efficiency_low) and pd.notna(row.efficiency_high) else "no interval")
-        text = f"{row.median:.3f} s · {row.efficiency:.0%} [{interval}]"
+    text = units.efficiency(row)
     if row.noisy:
         return f"<td class='noisy' title='interval too wide: not a result'>{escape(text)} noisy</td>"
     return f"<td>{escape(text)}</td>"

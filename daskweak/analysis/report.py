@@ -20,7 +20,7 @@ import pandas as pd
 from daskweak.analysis import plots, units
 from daskweak.analysis.comparison import SIGNIFICANCE, compare, label, sides_of, too_few
 from daskweak.analysis.pages import page
-from daskweak.analysis.stats import KEYS, NOISE_LIMIT, measured, summary
+from daskweak.analysis.stats import KEYS, measured, noise_limit_of, summary
 from daskweak.errors import UnknownRun
 from daskweak.settings import MEASURED
 from daskweak.store import ResultStore
@@ -277,12 +277,6 @@ def peak_memory(observations: pd.DataFrame) -> pd.DataFrame:
     """Median peak cluster memory per (suite, operation, cores), where it was recorded."""
     rows = measured(observations).dropna(subset=["peak_memory"])
     return rows.groupby(KEYS, as_index=False)["peak_memory"].median()
-
-
-def noise_limit_of(run: pd.Series) -> float:
-    """The run's NOISE_LIMIT_PCT (stored with its configuration) as a fraction."""
-    config = run["config"] if isinstance(run["config"], dict) else {}
-    return float(config.get("noise_limit_pct") or NOISE_LIMIT * 100) / 100
 
 
 def run_report(store: ResultStore, run_id: str, nav: str = "") -> Report:

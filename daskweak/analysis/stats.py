@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -23,6 +25,12 @@ def aggregate(observations: pd.DataFrame) -> pd.DataFrame:
         max=("duration", "max"), std=("duration", "std"), count=("duration", "count"),
         median_rate=("rate", "median"), rate_unit=("rate_unit", "first"),
     ).reset_index()
+
+
+def noise_limit_of(run: Any) -> float:
+    """A stored run's NOISE_LIMIT_PCT (kept with its configuration; older runs have the default) as a fraction."""
+    config = run["config"] if isinstance(run["config"], dict) else {}
+    return float(config.get("noise_limit_pct") or NOISE_LIMIT * 100) / 100
 
 
 def efficiency(observations: pd.DataFrame, scaling: str, noise_limit: float = NOISE_LIMIT) -> pd.DataFrame:

@@ -5,24 +5,18 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from daskweak.analysis import units
 from daskweak.analysis.intervals import MIN_FOR_INTERVAL
 
 
 def efficiency_cell(row: Any) -> str:
-    """`0.123 87% [81–94]` (at 1 core `0.123 T(1) ±4%`); a noisy value is marked and never stands alone as a
-    result."""
-    low, high = row.efficiency_low, row.efficiency_high
-    if row.cores_requested == 1:  # the reference: its efficiency is 1 by definition, its noise the median's
-        spread = f"±{row.precision:.0%}" if np.isfinite(row.precision) else "no interval"
-        text = f"{row.median:.3f} T(1) {spread}"
-    else:
-        interval = f"[{low:.0%}–{high:.0%}]" if pd.notna(low) and pd.notna(high) else "[no interval]"
-        text = f"{row.median:.3f} {row.efficiency:.0%} {interval}"
+    """`units.efficiency`; a noisy value is dimmed and marked, never standing alone as a result."""
+    text = escape(units.efficiency(row))  # "[81%–94%]" is not rich markup
     return f"[dim]{text} noisy[/dim]" if row.noisy else text
 
 

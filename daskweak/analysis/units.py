@@ -7,6 +7,7 @@ Rates use decimal prefixes (a reader compares them with network and disk figures
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from dask.utils import format_bytes
 
@@ -25,6 +26,17 @@ def prefix(value: float) -> tuple[float, str]:
         if magnitude >= factor:
             return factor, letter
     return 1.0, ""
+
+
+def efficiency(row: Any) -> str:
+    """A row of `stats.summary` as text: `0.123 s · 87% [81%–94%]`; at 1 core, the reference, whose efficiency
+    is 1 by definition and whose noise is its median's: `0.123 s · T(1) ±4%`."""
+    if row.cores_requested == 1:
+        spread = f"±{row.precision:.0%}" if math.isfinite(row.precision) else "no interval"
+        return f"{row.median:.3f} s · T(1) {spread}"
+    low, high = row.efficiency_low, row.efficiency_high
+    interval = f"{low:.0%}–{high:.0%}" if math.isfinite(low) and math.isfinite(high) else "no interval"
+    return f"{row.median:.3f} s · {row.efficiency:.0%} [{interval}]"
 
 
 def rate(value: float | None, rate_unit: str) -> str:
