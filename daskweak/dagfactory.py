@@ -1,10 +1,13 @@
 """The two DAGs, built by one factory. Airflow is imported only when a DAG is built (by `dags/`).
 
     validate → plan → run_step.expand(step=…) → collect → finish → report            (manual)
-    validate → plan → run_step.expand(step=…) → collect → finish → check_regressions (nightly)
+    validate → plan → run_step.expand(step=…) → collect → finish → find_suspects
+        → remeasure.expand(request=…) → check_regressions                                 (nightly)
 
-The nightly check stores the verdict with the run, writes the report, and on a regression calls the
-configured notifier (REGRESSION_NOTIFIER) with the summary and fails, so the run turns red.
+The nightly DAG takes a first look at the run (`find_suspects`: judged, not saved), measures every suspected
+comparison again with REMEASURE_OBS observations (one mapped task per core count with a suspect, none on a
+quiet night), then the check stores the verdict with the run, writes the report, and on a regression calls
+the configured notifier (REGRESSION_NOTIFIER) with the summary and fails, so the run turns red.
 
 Every task body is a function of `daskweak.orchestration`; this module only wires them.
 """
@@ -157,6 +160,9 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             execution_timeout=timedelta(seconds=settings.step_timeout) if settings.step_timeout else None,
         )
         def run_step(step: dict[str, Any]) -> dict[str, Any]:
+            return measure(step)
+
+        def measure(step: dict[str, Any], only: dict[str, list[str]] | None = None) -> dict[str, Any]:
             from daskweak.isolated import run_step_isolated
 
             context = get_current_context()
@@ -164,10 +170,29 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             env_file, overrides = resolve()
             with kube_credentials(env_file, overrides, context["run_id"]):
                 summary = run_step_isolated({"env_file": env_file, "overrides": overrides, "step": step,
-                                             "run_id": context["run_id"]})
+                                             "run_id": context["run_id"], "only": only})
             if summary["status"] != "ok":
                 raise RuntimeError(f"step with {step['cores']} cores: {summary['status']}: {summary['error']}")
             return summary
+
+        @task(multiple_outputs=False, trigger_rule="all_done")
+        def find_suspects(finished: str | None) -> list[dict[str, Any]]:
+            """The first look: what tonight's run makes suspect, to be measured again before the verdict."""
+            if finished is None:
+                return []
+            env_file, overrides = resolve()
+            run_id = get_current_context()["run_id"]
+            with kube_credentials(env_file, overrides, run_id):
+                return orch.suspects(env_file, overrides, run_id)
+
+        @task(
+            multiple_outputs=False,
+            map_index_template="cores={{ cores }}",
+            max_active_tis_per_dag=settings.step_concurrency,
+            execution_timeout=timedelta(seconds=settings.step_timeout) if settings.step_timeout else None,
+        )
+        def remeasure(request: dict[str, Any]) -> dict[str, Any]:
+            return measure(request["step"], request["only"])
 
         @task(multiple_outputs=False, trigger_rule="all_done")
         def collect(summaries: list[dict[str, Any] | None], steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,6 +246,10 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
 
         steps = plan(validate())
         finished = finish(collect(run_step.expand(step=steps), steps))
-        (check_regressions if nightly else report)(finished)
+        if nightly:
+            # the verdict waits for the re-measure (none on a quiet night: the mapped task is then skipped)
+            remeasure.expand(request=find_suspects(finished)) >> check_regressions(finished)
+        else:
+            report(finished)
 
     return dag

@@ -314,6 +314,30 @@ def check_regressions(env_file: str | None, overrides: dict[str, Any], run_id: s
     return {"status": verdict["status"], "markdown": verdict["markdown"]}
 
 
+def suspects(env_file: str | None, overrides: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    """The nightly DAG's first look: judge the run without saving, and return one re-measure request per core
+    count with a suspected comparison ({"step", "only"}; none when REMEASURE_OBS is 0). A re-measure step
+    gets a step number after the sweep's, so the sweep's rows stay as they were."""
+    from daskweak.analysis.regression import check_run, remeasure_plan
+    from daskweak.store import ResultStore
+
+    settings = load_settings(env_file, **overrides)
+    if not settings.remeasure_obs:
+        return []
+    with ResultStore.of(settings) as store:
+        verdict = check_run(store, run_id, settings, save=False)
+        taken = store.steps(run_id)["step"]
+    plan = remeasure_plan(verdict["comparisons"])
+    steps = {step.cores: step for step in make_plan(settings)}
+    first = int(taken.max()) + 1 if len(taken) else len(steps)
+    requests = []
+    for number, (cores, only) in enumerate((c, o) for c, o in plan.items() if c in steps):
+        step = steps[cores].as_dict() | {"index": first + number}
+        requests.append({"step": step, "only": only})
+        log.info("re-measuring %s at %d cores with %d observations each", only, cores, settings.remeasure_obs)
+    return requests
+
+
 def notifier(env_file: str | None, overrides: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """REGRESSION_NOTIFIER (a notifier class path, or None) and its arguments."""
     settings = load_settings(env_file, **overrides)

@@ -186,9 +186,16 @@ def run_step(
     *,
     store: ResultStore | None = None,
     progress: Progress | None = None,
+    only: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Measure one step and replace its rows in the store (through the spool, so an unreachable database
-    costs nothing); returns a compact JSON-able summary."""
+    costs nothing); returns a compact JSON-able summary.
+
+    `only` ({suite: [operation, …]}) re-measures just those operations, REMEASURE_OBS observations each
+    (their rows marked `remeasured`): the nightly DAG's second look at a suspected comparison."""
+    if only:
+        settings = settings.model_copy(update={"suites": list(only), "obs_per_iter": None,
+                                               "min_obs": settings.remeasure_obs, "max_obs": settings.remeasure_obs})
     progress = progress or QuietProgress()
     owned = store is None
     store = store or ResultStore.of(settings)
@@ -217,7 +224,8 @@ def run_step(
 
             def observed(suite: str, observation: int, sized: Step,
                          loops: Callable[[str, str], int] | None = None) -> list[dict[str, Any]]:
-                measured = observe(deployment, settings, sized, suite, observation, run_id, loops=loops)
+                measured = observe(deployment, settings, sized, suite, observation, run_id, loops=loops,
+                                   only=set(only[suite]) if only else None)
                 rows.extend(measured)
                 require_workers(deployment, measured)
                 release(deployment.client, restart=settings.restart_between_obs)
@@ -241,7 +249,8 @@ def run_step(
                     schedule.record(suite, observed(suite, observation, step, schedule.loops_of))
             load = [hostload.compare(before[host], after)
                     for host, after in host_samples(deployment.client, step).items() if host in before]
-            record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()}
+            record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()} | (
+                {"remeasure": only} if only else {})
             record["host_load"] = load
             if busy := hostload.describe(load):
                 log.warning("step %d: the host was busy while it measured (%s): its times may be slower", step.index,
@@ -280,10 +289,11 @@ def run_step(
 
 def observe(
     deployment: Deployment, settings: Settings, step: Step, suite: str, observation: int, run_id: str,
-    loops: Callable[[str, str], int] | None = None,
+    loops: Callable[[str, str], int] | None = None, only: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Time each operation of one suite observation alone, `loops(suite, operation)` times in a row (a short
-    operation; its duration is then per run); a failing operation is recorded, not raised."""
+    operation; its duration is then per run); a failing operation is recorded, not raised. With `only`, the
+    other operations are skipped, except those the later ones read (run, untimed)."""
     client = deployment.client
     sampler = MemorySampler()
     label = f"{suite}-{observation}"
@@ -294,11 +304,15 @@ def observe(
         "cores_actual": deployment.cores, "workers": deployment.workers,
         "threads_per_worker": deployment.threads_per_worker, "nodes": step.nodes,
         "problem_size": problem_size, "bytes": nbytes, "observation": observation,
-        "warmup": observation < settings.warmup,
+        "warmup": observation < settings.warmup, "remeasured": True if only is not None else None,
     }
     rows = []
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
+            if only is not None and operation.name not in only:
+                if operation.prepares:
+                    operation.run()
+                continue
             rows.append(base | timed(operation, client, settings.operation_timeout,
                                      loops(suite, operation.name) if loops else 1))
             log.log(_verbosity(settings), "cores=%d suite=%s observation=%d%s operation=%s seconds=%.4f status=%s",

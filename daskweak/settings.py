@@ -277,7 +277,7 @@ class Settings(BaseSettings):
         3.0, "a percentage ≥ 0", "A change smaller than this is never suspected, however significant.", ge=0,
     )
     regression_p_value: float = _setting(
-        0.05, "a number in (0, 1)",
+        0.02, "a number in (0, 1)",
         "Level of the night's whole family of comparisons: family-wise error (holm) or false discovery rate (bh).",
         gt=0, lt=1,
     )
@@ -293,6 +293,11 @@ class Settings(BaseSettings):
         0, "0, or an integer ≥ REGRESSION_MIN_BASELINE_RUNS",
         "A change flagged on this many consecutive nights is a change point: the baseline restarts there by "
         "itself (0: only `daskweak accept` restarts it).", ge=0,
+    )
+    remeasure_obs: int = _setting(
+        30, "an integer ≥ 0",
+        "The nightly DAG measures each suspected comparison again with this many observations before the verdict "
+        "(0: no second look).", ge=0,
     )
     regression_notifier: str | None = _setting(
         None, "a dotted path to an Airflow notifier class (module.Class)",

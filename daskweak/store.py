@@ -145,6 +145,9 @@ observations = Table(
     Column("error", Text),
     # Added with loops (daskweak.schedule): runs of the operation timed together; `duration` is per run.
     Column("loops", Integer),
+    # Added with the nightly re-measure: the observation re-measured a suspected comparison the same night
+    # (NULL: a sweep observation).
+    Column("remeasured", Boolean),
     UniqueConstraint("run_id", "step", "suite", "operation", "observation", name="one_row_per_observation"),
 )
 
@@ -157,6 +160,8 @@ verdicts = Table(
     Column("markdown", Text, nullable=False),
     Column("html", Text, nullable=False),
     Column("comparisons", JSON, nullable=False),
+    # Added with the nightly re-measure: SUITE.OP@CORES measured again before this verdict.
+    Column("remeasured", JSON),
 )
 
 # One row per `daskweak calibrate`: the noise of R calibration runs and what it recommends

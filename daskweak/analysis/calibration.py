@@ -16,15 +16,15 @@ The MDS is an estimate from R runs: its 95 % interval comes from the chi-square 
 variance (R − 1 degrees of freedom; the MDS grows with the noise), and `stable_repeats` says how many runs
 bring the interval's upper end within 1.5 times the estimate.
 
-The minimal detectable slowdown (MDS) follows the run-level verdict of `daskweak.analysis.regression` with
-the configured REGRESSION_* settings: the current run's median against K baseline run medians on the log
-scale, a one-sided prediction-interval t test (df = K − 1), the night's family of F comparisons corrected
-together (one slowed comparison among unchanged ones must pass α/F: Holm's first step, and BH's), a change
-above THRESHOLD %, a regression when significant on M of N nights (a suspected run never joins the
-baseline, so the same K runs judge all N nights). The MDS is the smallest slowdown confirmed within N nights
-in POWER of seeded simulated histories (a slowed night the rule did not flag joins the baseline, as in the
-verdict); tests/test_calibration.py checks it against the verdict's own
-simulation (`regression.simulate_nights`, the code the nightly check runs).
+The minimal detectable slowdown (MDS) follows the verdict of `daskweak.analysis.regression` with the
+configured REGRESSION_* settings, through its own simulation (`regression.simulate_nights`): the window
+tests of the last 1, 2, 3 and 5 nights against the K before them, one slowed comparison among the night's
+whole family (the measured comparisons, each operation pooled over its core counts, the night effect) at
+Holm's first step, suspects kept out of the baseline, a regression on M of N nights. The MDS is the smallest
+slowdown confirmed within N nights in POWER of the simulated histories; it leaves out the nightly DAG's
+same-night re-measure of suspects, which only adds power (a conservative figure). Run-to-run noise is
+measured net of each run's shared effect (what every operation of that run had in common), as the verdict
+judges it.
 """
 
 from __future__ import annotations
@@ -32,18 +32,17 @@ from __future__ import annotations
 import functools
 import math
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy.integrate import cumulative_trapezoid, trapezoid
-from scipy.stats import beta, chi2, norm
-from scipy.stats import t as student_t
+from scipy.stats import chi2
 
-from daskweak.analysis.regression import Thresholds, thresholds_of
+from daskweak.analysis.intervals import median_variance
+from daskweak.analysis.regression import MIN_SHARED, Thresholds, night_effect, thresholds_of
 from daskweak.analysis.stats import KEYS, measured
 
 if TYPE_CHECKING:
@@ -67,34 +66,17 @@ SIZE_SETTINGS = {"arrays": "problem_size_array", "dataframes": "problem_size_dat
 
 def family_size(settings: Settings) -> int:
     """Comparisons of one night, as the verdict counts them: every operation of every suite at every core
-    count (time), and every suite at every core count (peak memory)."""
+    count (time), and every suite at every core count (peak memory), each of those over all its core
+    counts, and the night's shared effect."""
     from daskweak.plan import make_plan
     from daskweak.workloads import catalogue
 
     operations = catalogue()
-    return sum(len(operations[suite]) + 1 for suite in settings.suites) * len(make_plan(settings))
-
-
-@functools.lru_cache(maxsize=64)
-def median_variance(n: int) -> float:
-    """The exact variance of the median of `n` standard normal draws, from the order statistics' densities
-    (integrated on a fine grid: the error is below 1e-6)."""
-    if n < 1:
-        raise ValueError(f"need at least one draw, not {n}")
-    x = np.linspace(-9.0, 9.0, 18_001)
-    density, below, above = norm.pdf(x), norm.cdf(x), norm.sf(x)
-
-    def square(r: int) -> float:  # E[X₍ᵣ₎²]
-        return float(trapezoid(x * x * beta.pdf(below, r, n - r + 1) * density, x))
-
-    if n % 2:
-        return square((n + 1) // 2)
-    r = n // 2  # the mean of the two middle ones: their joint density is C·Φ(x)^(r−1)·φ(x)·φ(y)·S(y)^(n−r−1), x < y
-    constant = math.factorial(n) / (math.factorial(r - 1) * math.factorial(n - r - 1))
-    tail = x * density * above ** (n - r - 1)
-    inner = cumulative_trapezoid(tail[::-1], -x[::-1], initial=0)[::-1]  # ∫ₓ^∞ y φ S^k dy
-    product = constant * float(trapezoid(x * below ** (r - 1) * density * inner, x))  # E[X₍ᵣ₎·X₍ᵣ₊₁₎]
-    return (square(r) + square(r + 1) + 2 * product) / 4
+    measured = sum(len(operations[suite]) + 1 for suite in settings.suites)
+    counts = len(make_plan(settings))
+    pooled = measured if counts > 1 else 0  # each operation (and suite's memory) over its core counts
+    night = 1 if sum(len(operations[suite]) for suite in settings.suites) * counts >= MIN_SHARED else 0
+    return measured * counts + pooled + night
 
 
 def noise_factors(runs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -121,6 +103,7 @@ def noise_table(observations: pd.DataFrame) -> pd.DataFrame:
     noise left once the within-run noise of a median is taken out."""
     rows = measured(observations)
     rows = rows.assign(log=np.log(rows["duration"].astype(float)))
+    rows = rows.assign(log=rows["log"] - rows["run_id"].map(shared_effects(rows)).fillna(0.0))
     records = []
     for key, group in rows.groupby(KEYS, sort=True):
         per_run = group.groupby("run_id")["log"]
@@ -140,53 +123,62 @@ def noise_table(observations: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def shared_effects(rows: pd.DataFrame) -> pd.Series:
+    """Each run's shared effect on the log scale (`regression.night_effect` over its run medians): what the
+    verdict takes out of every time before it judges, so it is not run-to-run noise the verdict sees."""
+    grid = rows.groupby(["run_id", *KEYS])["log"].median().unstack(KEYS)
+    if grid.empty:
+        return pd.Series(dtype=float)
+    effect = night_effect(grid.to_numpy(dtype=float), np.ones(grid.shape[1], dtype=bool))
+    return pd.Series(effect, index=grid.index)
+
+
 def minimal_detectable_slowdown(within: float, between: float, obs: int, rule: Thresholds, family: int,
                                 power: float = POWER, simulations: int = SIMULATIONS, seed: int = 0) -> float:
     """The smallest slowdown (0.1 = 10 % slower) the rule confirms within N nights with probability `power`.
 
-    Seeded simulation of `simulations` histories: K baseline runs, then N slowed nights, each run a shift
-    ~ N(0, between) plus the median of `obs` observations ~ N(0, within), on the log scale. A night counts
-    when significant and above THRESHOLD %; a slowed night that did not count joins the baseline (only
-    suspected runs are kept out), which is what makes a slowdown harder to see on later nights. The same
-    draws serve every candidate slowdown, so the share confirmed grows with it and a bisection finds the MDS.
+    A run's value is a shift ~ N(0, between) plus the median of `obs` observations ~ N(0, within), on the
+    log scale: close to normal with variance between² + within²·median_variance(obs). The rule (window tests,
+    M of N, suspects kept out of the baseline) is scale-free on the log scale apart from THRESHOLD %, so its
+    reach in units of that noise, `detectable_shift`, is simulated once per rule and family size with the
+    verdict's own code, and the MDS is that many standard deviations, and never below THRESHOLD %.
     """
     k, m, n = rule.baseline_runs, rule.confirm_m, rule.confirm_n
     if k < 2 or not 1 <= m <= n:
         return float("inf")
     if not (math.isfinite(within) and math.isfinite(between)):
         return float("nan")
-    rng = np.random.default_rng(seed)
+    sigma = math.sqrt(between**2 + within**2 * median_variance(obs))
+    reach = detectable_shift(replace(rule, threshold_pct=0.0), family, power, simulations, seed)
+    return float(max(np.expm1(reach * sigma), rule.threshold_pct / 100))
 
-    def run_medians(count: int) -> np.ndarray:
-        shift = rng.normal(0.0, between, size=(simulations, count))
-        return shift + np.median(rng.normal(0.0, within, size=(simulations, count, obs)), axis=2)
 
-    baseline, nights = run_medians(k), run_medians(n)
-    critical = student_t.isf(rule.p_value / family, k - 1) * math.sqrt(1 + 1 / k)
-    threshold = math.log1p(rule.threshold_pct / 100)
+@functools.lru_cache(maxsize=32)
+def detectable_shift(rule: Thresholds, family: int, power: float = POWER, simulations: int = SIMULATIONS,
+                     seed: int = 0) -> float:
+    """The shift of one comparison, in standard deviations of its nightly value, that `rule` confirms within
+    N nights in `power` of seeded histories (`regression.simulate_nights`, the code the nightly check runs:
+    a full baseline of K nights, then the slowed ones). One slowed comparison among `family` unchanged ones
+    passes Holm's first step, α/family, which is what the simulation of one comparison is given."""
+    from daskweak.analysis.regression import VERDICTS, simulate_nights
+
+    alone = replace(rule, p_value=rule.p_value / family)
+    start, unit = rule.baseline_runs, np.array([math.sqrt(math.expm1(1.0))])  # log-scale σ = 1
 
     def confirmed(shift: float) -> float:
-        window, counted = baseline, np.zeros(simulations, dtype=int)
-        for night in range(n):
-            value = nights[:, night] + shift
-            bound = np.maximum(critical * window.std(axis=1, ddof=1), threshold)
-            counts = value - window.mean(axis=1) > bound
-            counted += counts
-            joined = np.concatenate([window[:, 1:], value[:, None]], axis=1)
-            window = np.where(counts[:, None], window, joined)
-        return float((counted >= m).mean())
+        verdicts = simulate_nights(np.random.default_rng(seed), simulations, start + rule.confirm_n, unit,
+                                   np.zeros(1), 1, alone, np.array([math.exp(shift)]), start)
+        return float((verdicts[:, start:, 0] == VERDICTS.index("regression")).any(axis=1).mean())
 
-    low, high = 0.0, 0.1
+    low, high = 0.0, 1.0
     while confirmed(high) < power:
         low, high = high, 2 * high
-        if high > 50:  # e^50: nothing this rule can see
+        if high > 64:  # nothing this rule can see
             return float("inf")
-    if confirmed(low) >= power:
-        return float(np.expm1(low))
-    for _ in range(30):
+    for _ in range(14):
         middle = (low + high) / 2
         low, high = (low, middle) if confirmed(middle) >= power else (middle, high)
-    return float(np.expm1(high))
+    return high
 
 
 def recommend_obs_per_iter(noise: pd.DataFrame, most: int = MOST_OBSERVATIONS,

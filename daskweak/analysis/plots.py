@@ -162,7 +162,8 @@ def ready_figure(steps: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Figure:
+def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame,
+                 changes: pd.DataFrame | None = None) -> plt.Figure:
     """Per operation of `suite`: the nightly median time (one line per core count) over the baseline band,
     regressions and suspects marked (red, orange), accepted changes as green dotted vertical lines, change
     points the baseline restarted at as violet dashed ones.
@@ -170,6 +171,7 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Fi
     `trend`: suite, operation, cores_requested, started_at, median, band_low, band_high.
     `marks`: suite, operation, cores_requested (or NaN: all), started_at, kind (regression, suspected,
     accepted, restarted).
+    `changes`: suite, operation, cores_requested, started_at, shift_pct (`changepoints.trend_change_points`).
     """
     table = trend[trend["suite"] == suite]
     operations = sorted(table["operation"].unique())
@@ -198,6 +200,14 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Fi
                 ax.axvline(when, color="#047857", linewidth=1, linestyle=":")
             for when in here.loc[here["kind"] == "restarted", "started_at"].unique():
                 ax.axvline(when, color="#6d28d9", linewidth=1, linestyle="--")
+        if changes is not None and not changes.empty:
+            steps = changes[(changes["suite"] == suite) & (changes["operation"] == operation)].merge(
+                rows[["cores_requested", "started_at", "median"]], on=["cores_requested", "started_at"])
+            for point in steps.itertuples():
+                ax.scatter([point.started_at], [point.median], color=colours[int(point.cores_requested)],
+                           marker="D", s=26, zorder=4, edgecolors="black", linewidths=0.5)
+                ax.annotate(f"{point.shift_pct:+.0f} %", (point.started_at, point.median), fontsize=6,
+                            textcoords="offset points", xytext=(3, 4))
         ax.set_title(f"{suite}.{operation}", fontsize=9)
         ax.set_ylabel("median s", fontsize=8)
         ax.set_ylim(bottom=0)
@@ -210,7 +220,8 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame) -> plt.Fi
     if axes:
         axes[0].legend(fontsize=7)
     fig.suptitle(f"{suite}: median time per night (band: 95 % prediction interval of the verdict's baseline; "
-                 "▼ regression, ● suspected, dotted: accepted, dashed: restarted at a change point)", fontsize=10)
+                 "▼ regression, ● suspected, ◆ change point with its shift, dotted: accepted, dashed: restarted at "
+                 "a change point)", fontsize=10)
     _margins(fig)
     return fig
 

@@ -14,6 +14,7 @@ from html import escape
 import pandas as pd
 
 from daskweak.analysis import plots
+from daskweak.analysis.changepoints import trend_change_points
 from daskweak.analysis.pages import page
 from daskweak.analysis.stats import KEYS
 from daskweak.store import ResultStore
@@ -86,7 +87,9 @@ def trend_figures(store: ResultStore, runs: pd.DataFrame) -> dict[str, str]:
     if table.empty:
         return {}
     marked = marks(store, runs, verdicts)
-    return {suite: plots.svg(plots.trend_figure(table, suite, marked)) for suite in sorted(table["suite"].unique())}
+    changes = trend_change_points(table)
+    return {suite: plots.svg(plots.trend_figure(table, suite, marked, changes))
+            for suite in sorted(table["suite"].unique())}
 
 
 def fingerprints(runs: pd.DataFrame) -> pd.DataFrame:
@@ -117,6 +120,7 @@ def trend_page(store: ResultStore, fingerprint: str | None = None, nights: int =
     body = (f"<p><a href='{escape(home)}'>All runs</a></p><p>{len(chosen)} run(s) with fingerprint "
             f"<code>{escape(fingerprint)}</code> from {first:%Y-%m-%d} to {last:%Y-%m-%d}: per operation, each "
             f"run's median time, one line per core count; the band is the 95 % prediction interval of the "
-            f"baseline each run's verdict was judged against.</p><p>Fingerprints: {choices}</p>"
+            f"baseline each run's verdict was judged against; ◆ marks a change point of the series' whole history "
+            f"(the first night of a new level, with its shift).</p><p>Fingerprints: {choices}</p>"
             + "".join(f"<h2>{escape(suite)}</h2><figure>{svg}</figure>" for suite, svg in figures.items()))
     return page(f"Trends of {fingerprint}", body)

@@ -25,6 +25,7 @@ class Operation:
     size: int
     run: Callable[[], object]
     describe: str = ""  # what the operation computes, for people (README's table)
+    prepares: bool = False  # later operations of the observation read its result (a re-measure runs it untimed)
 
 
 Suite = Callable[[Client, Step, int], Iterator[Operation]]

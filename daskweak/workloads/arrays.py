@@ -43,7 +43,7 @@ def operations(client: Client, step: Step, seed: int) -> Iterator[Operation]:
             raise RuntimeError("no data: the create operation did not finish")
         return data["x"]
 
-    yield Operation("create", "bytes", nbytes, create, describe="random N×N, persisted")
+    yield Operation("create", "bytes", nbytes, create, describe="random N×N, persisted", prepares=True)
     yield Operation("blockwise", "bytes", nbytes, lambda: persist(x().map_blocks(np.cumsum, axis=1)),
                     describe="cumulative sum within each block, `map_blocks(np.cumsum, axis=1)`")
     yield Operation("random_access", "bytes", len(rows) * n * 8, lambda: persist(x()[rows]),

@@ -67,7 +67,8 @@ def operations(client: Client, step: Step, seed: int) -> Iterator[Operation]:
             raise RuntimeError("no data: the create operation did not finish")
         return data["df"]
 
-    yield Operation("create", "rows", rows, create, describe="random, two float and two key columns, persisted")
+    yield Operation("create", "rows", rows, create, describe="random, two float and two key columns, persisted",
+                    prepares=True)
     yield Operation(
         "map_partitions", "rows", rows,
         lambda: persist(df().map_partitions(lambda p: p.assign(rank=p.x.rank()))),
