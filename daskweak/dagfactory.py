@@ -162,7 +162,8 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
         def run_step(step: dict[str, Any]) -> dict[str, Any]:
             return measure(step)
 
-        def measure(step: dict[str, Any], only: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        def measure(step: dict[str, Any], only: dict[str, list[str]] | None = None,
+                    loops: dict[str, int] | None = None) -> dict[str, Any]:
             from daskweak.isolated import run_step_isolated
 
             context = get_current_context()
@@ -170,7 +171,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             env_file, overrides = resolve()
             with kube_credentials(env_file, overrides, context["run_id"]):
                 summary = run_step_isolated({"env_file": env_file, "overrides": overrides, "step": step,
-                                             "run_id": context["run_id"], "only": only})
+                                             "run_id": context["run_id"], "only": only, "loops": loops})
             if summary["status"] != "ok":
                 raise RuntimeError(f"step with {step['cores']} cores: {summary['status']}: {summary['error']}")
             return summary
@@ -192,7 +193,7 @@ def build_dag(dag_id: str, *, nightly: bool) -> Any:
             execution_timeout=timedelta(seconds=settings.step_timeout) if settings.step_timeout else None,
         )
         def remeasure(request: dict[str, Any]) -> dict[str, Any]:
-            return measure(request["step"], request["only"])
+            return measure(request["step"], request["only"], request.get("loops"))
 
         @task(multiple_outputs=False, trigger_rule="all_done")
         def collect(summaries: list[dict[str, Any] | None], steps: list[dict[str, Any]]) -> dict[str, Any]:

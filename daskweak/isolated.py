@@ -33,8 +33,8 @@ def _die_with_parent() -> None:
 
 
 def run_step_isolated(request: dict[str, Any], *, grace: float = 60.0) -> dict[str, Any]:
-    """Run `request` ({"env_file", "overrides", "step", "run_id"}, and "only" for a re-measure) in a child and
-    return its summary."""
+    """Run `request` ({"env_file", "overrides", "step", "run_id"}, and "only" and "loops" for a re-measure) in
+    a child and return its summary."""
     cores = request["step"]["cores"]
     # Without distributed's parent marker, the step process keeps its name (`daskweak.isolated --cores=N`)
     # in `ps` instead of taking the title of the scheduler it hosts.
@@ -72,7 +72,7 @@ def main() -> int:
     configure_logging(settings.verbose)
     step = Step.from_dict(request["step"])
     with interrupts_raise():
-        summary = run_step(settings, step, request["run_id"], only=request.get("only"))
+        summary = run_step(settings, step, request["run_id"], only=request.get("only"), loops=request.get("loops"))
     sys.stdout.write(json.dumps(summary) + "\n")
     return 0
 

@@ -187,15 +187,16 @@ def run_step(
     store: ResultStore | None = None,
     progress: Progress | None = None,
     only: dict[str, list[str]] | None = None,
+    loops: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Measure one step and replace its rows in the store (through the spool, so an unreachable database
     costs nothing); returns a compact JSON-able summary.
 
     `only` ({suite: [operation, …]}) re-measures just those operations, REMEASURE_OBS observations each
-    (their rows marked `remeasured`): the nightly DAG's second look at a suspected comparison."""
+    (their rows marked `remeasured`), each looped as the sweep looped it (`loops`: {"suite.operation": n}):
+    the nightly DAG's second look at a suspected comparison, measured as its baseline was."""
     if only:
-        settings = settings.model_copy(update={"suites": list(only), "obs_per_iter": None,
-                                               "min_obs": settings.remeasure_obs, "max_obs": settings.remeasure_obs})
+        settings = settings.model_copy(update={"suites": list(only), "obs_per_iter": settings.remeasure_obs})
     progress = progress or QuietProgress()
     owned = store is None
     store = store or ResultStore.of(settings)
@@ -246,7 +247,8 @@ def run_step(
                     observation = settings.warmup + schedule.counts.get(suite, 0)
                     if settings.warmup:  # first touches of memory unused for a while cost seconds per GiB
                         warm_memory(deployment.client, footprint(step, suite))
-                    schedule.record(suite, observed(suite, observation, step, schedule.loops_of))
+                    schedule.record(suite, observed(suite, observation, step, schedule.loops_of if not only else
+                                                    lambda suite, name: (loops or {}).get(f"{suite}.{name}", 1)))
             load = [hostload.compare(before[host], after)
                     for host, after in host_samples(deployment.client, step).items() if host in before]
             record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()} | (
@@ -293,7 +295,8 @@ def observe(
 ) -> list[dict[str, Any]]:
     """Time each operation of one suite observation alone, `loops(suite, operation)` times in a row (a short
     operation; its duration is then per run); a failing operation is recorded, not raised. With `only`, the
-    other operations are skipped, except those the later ones read (run, untimed)."""
+    other operations still run in their place (untimed, unrecorded): measured alone, an operation meets a
+    fresher worker and runs up to a third faster than in the sweep its baseline was measured in."""
     client = deployment.client
     sampler = MemorySampler()
     label = f"{suite}-{observation}"
@@ -310,8 +313,8 @@ def observe(
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
             if only is not None and operation.name not in only:
-                if operation.prepares:
-                    operation.run()
+                operation.run()  # as in the sweep: what ran before an operation shapes its time
+                check_interrupted()
                 continue
             rows.append(base | timed(operation, client, settings.operation_timeout,
                                      loops(suite, operation.name) if loops else 1))

@@ -295,7 +295,7 @@ class Settings(BaseSettings):
         "itself (0: only `daskweak accept` restarts it).", ge=0,
     )
     remeasure_obs: int = _setting(
-        30, "an integer ≥ 0",
+        20, "an integer ≥ 0",
         "The nightly DAG measures each suspected comparison again with this many observations before the verdict "
         "(0: no second look).", ge=0,
     )

@@ -222,16 +222,19 @@ def test_a_nightly_regression_fails_the_check_and_calls_the_notifier(tmp_path):
 
 def test_the_nightly_dag_measures_only_the_suspected_comparisons_again_before_its_verdict(tmp_path):
     """A real slowdown of one operation: Dask's array rechunk switched to its peer-to-peer method
-    (DASK_ARRAY__RECHUNK__METHOD=p2p, set for tonight's run only), against five judged nights of the task-based
-    rechunk. The first look suspects it; the re-measure step measures exactly what was suspected, at
-    REMEASURE_OBS observations each, and the verdict is taken on those and says so."""
+    (DASK_ARRAY__RECHUNK__METHOD=p2p, set for tonight's run only: about 2× slower at 2 cores on these small
+    arrays, unchanged at 1), against five judged nights of the task-based rechunk. The rule is set loose
+    (p 0.5: five baseline nights and Holm over 31 comparisons leave a t test with 4 degrees of freedom little
+    power; its statistics are tested on simulations). The first look suspects it; the re-measure step
+    measures exactly what was suspected, at REMEASURE_OBS observations each, and the verdict is taken on those
+    and says so."""
     from daskweak.cli import main
     from daskweak.runner import run_sweep
     from daskweak.settings import load_settings
 
     env_file = tmp_path / "bench.env"
     env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=arrays\nMAX_N_CORES=2\nOBS_PER_ITER=5\n"
-                        "REGRESSION_MIN_BASELINE_RUNS=5\nREMEASURE_OBS=8\n")
+                        "REGRESSION_MIN_BASELINE_RUNS=5\nREGRESSION_P_VALUE=0.5\nREMEASURE_OBS=8\n")
     for _ in range(5):  # judged nights: what a baseline holds
         run_id = run_sweep(load_settings(env_file), kind="nightly").run_id
         assert main(["check", run_id, "--env-file", str(env_file)]) == 0
@@ -242,7 +245,7 @@ def test_the_nightly_dag_measures_only_the_suspected_comparisons_again_before_it
     [requests] = home.xcoms(run_id, "find_suspects").values()
     suspected = {f"{suite}.{op}@{request['step']['cores']}" for request in requests
                  for suite, ops in request["only"].items() for op in ops}
-    assert any(name.startswith("arrays.rechunk@") for name in suspected), (suspected, result.stdout[-3000:])
+    assert "arrays.rechunk@2" in suspected, (suspected, result.stdout[-3000:])
     remeasures = home.task_instances(run_id, "remeasure")
     assert [state for *_, state, _, _, _ in remeasures] == ["success"] * len(requests)
     store = ResultStore(f"sqlite:///{tmp_path / 'results' / 'daskweak.sqlite'}")
@@ -255,8 +258,8 @@ def test_the_nightly_dag_measures_only_the_suspected_comparisons_again_before_it
     assert (counted == 8).all()
     sweep = rows[~rows["remeasured"].eq(True)]
     assert len(suspected) < sweep.groupby(["operation", "cores_requested"]).ngroups  # not the whole sweep again
-    rechunk = [c for c in verdict["comparisons"] if c["operation"] == "rechunk" and c["cores_requested"] == 1]
-    assert rechunk[0]["verdict"] in ("suspected", "regression")
+    [rechunk] = [c for c in verdict["comparisons"] if c["operation"] == "rechunk" and c["cores_requested"] == 2]
+    assert rechunk["verdict"] in ("suspected", "regression")
     assert "measured again before this verdict" in verdict["markdown"]
 
 

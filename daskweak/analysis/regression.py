@@ -256,8 +256,9 @@ def simulate_nights(rng: np.random.Generator, histories: int, nights: int, run_c
     (within-run CV `obs_cv[f]`) times a night factor (run-to-run CV `run_cv[f]`), times a factor every
     `shared` comparison of the night has in common (CV `night_cv`). From night `start` on, the night is
     `slowdown[f]` times slower. The derived series (`groups` pooled, the night effect) are judged as
-    `check_run` judges them (`net` false: the times are judged raw, no shared effect taken out). With `remeasure` > 0, a night's suspects are measured again with that many
-    observations (the night's factors stay: the same night) and judged again, as the nightly DAG does.
+    `check_run` judges them (`net` false: the times are judged raw, no shared effect taken out). With
+    `remeasure` > 0, a night's suspects are measured again with that many observations (the night's
+    factors stay: the same night) and judged again, as the nightly DAG does.
     Nights are judged from the `rule.min_baseline_runs`-th on (the baseline growing to K as in a new
     history); returns the verdict indices [histories, nights, F + derived] (−1 for nights not judged).
     """
