@@ -465,3 +465,25 @@ def test_a_local_run_records_this_machines_hardware_and_a_stable_class():
     assert found["logical_cores"] == os.cpu_count() and found["memory_gib"] > 0 and found["backend"] == "local"
     assert runinfo.hardware_class(found) == runinfo.hardware_class(runinfo.hardware(settings))
     assert runinfo.hardware_class(found) != runinfo.hardware_class(found | {"cpu_model": "another CPU"})
+
+
+def test_only_suspected_times_are_planned_for_a_second_look_and_their_re_measure_replaces_the_sweeps():
+    comparisons = [
+        {"suite": "arrays", "operation": "rechunk", "cores_requested": 2, "metric": "duration", "verdict": "suspected"},
+        {"suite": "arrays", "operation": "rechunk", "cores_requested": 1, "metric": "duration", "verdict": "unchanged"},
+        {"suite": "tasks", "operation": "chain", "cores_requested": 1, "metric": "duration", "verdict": "unchanged"},
+        {"suite": "tasks", "operation": "chain", "cores_requested": 2, "metric": "duration", "verdict": "unchanged"},
+        {"suite": "tasks", "operation": "chain", "cores_requested": 0, "metric": "duration", "verdict": "regression"},
+        {"suite": "arrays", "operation": regression.MEMORY, "cores_requested": 1, "metric": regression.MEMORY,
+         "verdict": "suspected"},
+        {"suite": "all", "operation": "night effect", "cores_requested": 0, "metric": "duration",
+         "verdict": "suspected"},
+    ]
+    # a pooled suspect at each of its core counts; peak memory and the night effect are never re-measured
+    assert regression.remeasure_plan(comparisons) == {1: {"tasks": ["chain"]},
+                                                      2: {"arrays": ["rechunk"], "tasks": ["chain"]}}
+    sweep = pd.DataFrame(rows("r", [1.0, 1.1, 0.9], operation="rechunk") + rows("r", [2.0, 2.1, 1.9], operation="std"))
+    again = pd.DataFrame(rows("r", [3.0] * 8, operation="rechunk")).assign(remeasured=True)
+    values = regression.run_values(pd.concat([sweep.assign(remeasured=None), again])).set_index("operation")
+    assert values.loc["rechunk", "median"] == 3.0 and values.loc["std", "median"] == 2.0
+    assert regression.remeasured(pd.concat([sweep, again])) == ["arrays.rechunk@1"]
