@@ -164,7 +164,8 @@ def test_a_nightly_regression_fails_the_check_and_calls_the_notifier(tmp_path):
 
     The rule is set loose (it is tunable; its statistics are tested on seeded simulations): three baseline
     runs, any slower median with a family-corrected p < 0.5 counts, and one night confirms (M = N = 1), so a
-    2–3× slowdown is always caught on the first night.
+    2–3× slowdown is always caught on the first night. No second look (REMEASURE_OBS=0: on a loaded CI host
+    the neighbour's share of the CPU varies, and the re-measure has its own test).
     """
     import multiprocessing
 
@@ -175,7 +176,7 @@ def test_a_nightly_regression_fails_the_check_and_calls_the_notifier(tmp_path):
     env_file = tmp_path / "bench.env"
     env_file.write_text(SMALL_ENV + f"RES_DIR={tmp_path / 'results'}\nSUITES=tasks\nMAX_N_CORES=1\nOBS_PER_ITER=5\n"
                         "REGRESSION_THRESHOLD_PCT=0\nREGRESSION_P_VALUE=0.5\nREGRESSION_MIN_BASELINE_RUNS=3\n"
-                        "REGRESSION_CONFIRM_M=1\nREGRESSION_CONFIRM_N=1\n"
+                        "REGRESSION_CONFIRM_M=1\nREGRESSION_CONFIRM_N=1\nREMEASURE_OBS=0\n"
                         "REGRESSION_NOTIFIER=daskweak_test_notifier.FileNotifier\n"
                         f'REGRESSION_NOTIFIER_ARGS={{"path": "{tmp_path / "notified.md"}", '
                         '"message": "{{ summary }}(dag {{ dag.dag_id }})"}\n')
@@ -258,8 +259,10 @@ def test_the_nightly_dag_measures_only_the_suspected_comparisons_again_before_it
     assert (counted == 8).all()
     sweep = rows[~rows["remeasured"].eq(True)]
     assert len(suspected) < sweep.groupby(["operation", "cores_requested"]).ngroups  # not the whole sweep again
+    # the verdict is taken on the re-measure (whether it still finds the slowdown is the rule's statistics)
     [rechunk] = [c for c in verdict["comparisons"] if c["operation"] == "rechunk" and c["cores_requested"] == 2]
-    assert rechunk["verdict"] in ("suspected", "regression")
+    assert rechunk["median"] == pytest.approx(again[(again["operation"] == "rechunk")
+                                                   & (again["cores_requested"] == 2)]["duration"].median())
     assert "measured again before this verdict" in verdict["markdown"]
 
 
