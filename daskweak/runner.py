@@ -241,14 +241,15 @@ def run_step(
             # loops only when measuring to a precision: a fixed OBS_PER_ITER runs each operation once (the origin's)
             shortest = minimum_duration(round_trip(deployment.client)) if settings.obs_per_iter is None else 0.0
             schedule = Schedule.of(settings, shortest)
+            # a re-measure loops each operation as its sweep did; a sweep as its schedule decides
+            loops_of = schedule.loops_of if not only else lambda name, op: (loops or {}).get(f"{name}.{op}", 1)
             before = host_samples(deployment.client, step)
             while suites := schedule.next_round():
                 for suite in suites:  # interleaved: drift over the step falls on every suite alike
                     observation = settings.warmup + schedule.counts.get(suite, 0)
                     if settings.warmup:  # first touches of memory unused for a while cost seconds per GiB
                         warm_memory(deployment.client, footprint(step, suite))
-                    schedule.record(suite, observed(suite, observation, step, schedule.loops_of if not only else
-                                                    lambda suite, name: (loops or {}).get(f"{suite}.{name}", 1)))
+                    schedule.record(suite, observed(suite, observation, step, loops_of))
             load = [hostload.compare(before[host], after)
                     for host, after in host_samples(deployment.client, step).items() if host in before]
             record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()} | (
@@ -295,8 +296,8 @@ def observe(
 ) -> list[dict[str, Any]]:
     """Time each operation of one suite observation alone, `loops(suite, operation)` times in a row (a short
     operation; its duration is then per run); a failing operation is recorded, not raised. With `only`, the
-    other operations still run in their place (untimed, unrecorded): measured alone, an operation meets a
-    fresher worker and runs up to a third faster than in the sweep its baseline was measured in."""
+    other operations still run in their place, looped as in the sweep, and only their rows are dropped:
+    measured alone, an operation met a fresher worker and ran up to a third faster than in its sweep."""
     client = deployment.client
     sampler = MemorySampler()
     label = f"{suite}-{observation}"
@@ -312,15 +313,14 @@ def observe(
     rows = []
     with sampler.sample(label, client=client, measure="process", interval=0.1):
         for operation in get_suite(suite)(client, step, seed=observation):
-            if only is not None and operation.name not in only:
-                operation.run()  # as in the sweep: what ran before an operation shapes its time
-                check_interrupted()
-                continue
-            rows.append(base | timed(operation, client, settings.operation_timeout,
-                                     loops(suite, operation.name) if loops else 1))
+            # every operation runs as in the sweep (what ran before one shapes its time); `only` keeps some rows
+            row = base | timed(operation, client, settings.operation_timeout,
+                               loops(suite, operation.name) if loops else 1)
+            if only is None or operation.name in only:
+                rows.append(row)
             log.log(_verbosity(settings), "cores=%d suite=%s observation=%d%s operation=%s seconds=%.4f status=%s",
                     step.cores, suite, observation, " (warm-up)" if base["warmup"] else "",
-                    rows[-1]["operation"], rows[-1]["duration"], rows[-1]["status"])
+                    row["operation"], row["duration"], row["status"])
             check_interrupted()
     peak = max(value for _, value in sampler.samples[label])
     for row in rows:
