@@ -234,30 +234,31 @@ def run_step(
                 progress.observation_done(step, suite, observation)
                 return measured
 
-            for suite in settings.suites:
-                # a warm-up warms the same code paths and graph shapes on a fraction of the data
-                for observation in range(settings.warmup):
-                    observed(suite, observation, warmup_step(step))
-            # loops only when measuring to a precision: a fixed OBS_PER_ITER runs each operation once (the origin's)
-            shortest = minimum_duration(round_trip(deployment.client)) if settings.obs_per_iter is None else 0.0
-            schedule = Schedule.of(settings, shortest)
-            # a re-measure loops each operation as its sweep did; a sweep as its schedule decides
-            loops_of = schedule.loops_of if not only else lambda name, op: (loops or {}).get(f"{name}.{op}", 1)
-            before = host_samples(deployment.client, step)
-            while suites := schedule.next_round():
-                for suite in suites:  # interleaved: drift over the step falls on every suite alike
-                    observation = settings.warmup + schedule.counts.get(suite, 0)
-                    if settings.warmup:  # first touches of memory unused for a while cost seconds per GiB
-                        warm_memory(deployment.client, footprint(step, suite))
-                    schedule.record(suite, observed(suite, observation, step, loops_of))
-            load = [hostload.compare(before[host], after)
-                    for host, after in host_samples(deployment.client, step).items() if host in before]
-            record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()} | (
-                {"remeasure": only} if only else {})
-            record["host_load"] = load
-            if busy := hostload.describe(load):
-                log.warning("step %d: the host was busy while it measured (%s): its times may be slower", step.index,
-                            busy)
+            with naming_lost_workers(deployment):
+                for suite in settings.suites:
+                    # a warm-up warms the same code paths and graph shapes on a fraction of the data
+                    for observation in range(settings.warmup):
+                        observed(suite, observation, warmup_step(step))
+                # loops only when measuring to a precision: a fixed OBS_PER_ITER runs each operation once (the origin's)
+                shortest = minimum_duration(round_trip(deployment.client)) if settings.obs_per_iter is None else 0.0
+                schedule = Schedule.of(settings, shortest)
+                # a re-measure loops each operation as its sweep did; a sweep as its schedule decides
+                loops_of = schedule.loops_of if not only else lambda name, op: (loops or {}).get(f"{name}.{op}", 1)
+                before = host_samples(deployment.client, step)
+                while suites := schedule.next_round():
+                    for suite in suites:  # interleaved: drift over the step falls on every suite alike
+                        observation = settings.warmup + schedule.counts.get(suite, 0)
+                        if settings.warmup:  # first touches of memory unused for a while cost seconds per GiB
+                            warm_memory(deployment.client, footprint(step, suite))
+                        schedule.record(suite, observed(suite, observation, step, loops_of))
+                load = [hostload.compare(before[host], after)
+                        for host, after in host_samples(deployment.client, step).items() if host in before]
+                record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()} | (
+                    {"remeasure": only} if only else {})
+                record["host_load"] = load
+                if busy := hostload.describe(load):
+                    log.warning("step %d: the host was busy while it measured (%s): its times may be slower",
+                                step.index, busy)
         record["status"] = "ok" if all(r["status"] == "ok" for r in rows) else "partial"
     except Exception as exc:
         if (interrupt := pending_interrupt()) is not None:
@@ -413,20 +414,45 @@ def _host_samples(client: Client) -> dict[str, dict[str, Any]]:
     return samples
 
 
+def lost_workers(deployment: Deployment) -> str | None:
+    """What the cluster lost, naming each lost worker's job and node where the backend recorded them (Slurm);
+    None while every worker is there."""
+    workers = live_workers(deployment.client).values()
+    present = len(workers)
+    if present >= deployment.workers:
+        return None
+    names = {str(worker.get("name")) for worker in workers}
+    gone = [job for job in deployment.details.get("jobs", []) if job.get("worker") and not any(
+        name == job["worker"] or name.startswith(f"{job['worker']}-") for name in names)]
+    where = ", ".join(f"job {job['job_id']} on {job['node']}" for job in gone)
+    return f"the cluster lost workers: {present} of {deployment.workers} left" + (f" ({where})" if where else "")
+
+
 def require_workers(deployment: Deployment, observation: list[dict[str, Any]]) -> None:
     """A cluster that lost workers (a job cancelled, a pod evicted) no longer measures the plan: the
     observation it happened in is marked failed (its timings mix two layouts) and the step stops."""
-    workers = live_workers(deployment.client).values()
-    present = len(workers)
-    if present < deployment.workers:
-        names = {str(worker.get("name")) for worker in workers}
-        gone = [job for job in deployment.details.get("jobs", []) if job.get("worker") and not any(
-            name == job["worker"] or name.startswith(f"{job['worker']}-") for name in names)]
-        where = ", ".join(f"job {job['job_id']} on {job['node']}" for job in gone)
-        message = f"the cluster lost workers: {present} of {deployment.workers} left" + (f" ({where})" if where else "")
+    if message := lost_workers(deployment):
         for row in observation:
             row |= {"status": "failed", "error": row["error"] or message, "rate": None}
         raise WorkersLost(message)
+
+
+@contextmanager
+def naming_lost_workers(deployment: Deployment) -> Iterator[None]:
+    """An error raised while a worker is being lost (a `client.run` to its removed address between two
+    observations, before `require_workers` saw it go) is reported as the loss, naming job and node."""
+    try:
+        yield
+    except WorkersLost:
+        raise
+    except Exception as exc:
+        try:
+            message = lost_workers(deployment)
+        except Exception:  # the scheduler itself is gone: the original error says more
+            message = None
+        if message is None:
+            raise
+        raise WorkersLost(f"{message}; {type(exc).__name__}: {exc}") from exc
 
 
 def release(client: Client, *, restart: bool) -> None:

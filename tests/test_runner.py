@@ -383,3 +383,27 @@ def test_a_cpu_hog_beside_the_step_marks_it_busy(small, caplog):
     assert {"load_before", "load_after", "steal_pct", "mhz_before", "mhz_after"} <= set(host)
     assert "the host was busy while it measured" in caplog.text and "python" in caplog.text
     store.close()
+
+
+def test_an_error_while_a_worker_is_lost_is_reported_as_the_loss_and_any_other_error_as_itself(small):
+    """CI once failed a multi-host step with a bare "CommClosedError: Address removed.": node2's link went down
+    after an observation's check and before the `client.run` that frees memory. Here a worker really leaves the
+    cluster, then a real `client.run` to its address fails the same way."""
+    from daskweak.backends.base import live_workers, open_cluster
+    from tests.conftest import wait_until
+
+    settings = small(max_n_cores=2, step_by=2)  # processes: one worker per core
+    step = make_plan(settings)[-1]
+    with open_cluster(settings, step) as deployment:
+        client = deployment.client
+        assert deployment.workers == 2
+        # nothing lost: the error is its own
+        with pytest.raises(ZeroDivisionError), runner.naming_lost_workers(deployment):
+            client.submit(lambda: 1 / 0).result()
+        gone = sorted(live_workers(client))[0]
+        client.retire_workers([gone], close_workers=True)
+        assert wait_until(lambda: len(live_workers(client)) == 1, 60, 0.1)
+        with pytest.raises(runner.WorkersLost) as lost, runner.naming_lost_workers(deployment):
+            client.run(int, workers=[gone])
+        assert str(lost.value).startswith("the cluster lost workers: 1 of 2 left; ")
+        assert lost.value.__cause__ is not None and type(lost.value.__cause__).__name__ in str(lost.value)
