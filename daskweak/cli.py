@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
                                     help="run the sweep R times: noise, detectable slowdown, recommended settings")
     calibrate.set_defaults(command=cmd_calibrate)
     calibrate.add_argument("--repeats", type=int, default=5, metavar="R", help="runs of the sweep (default 5, ≥ 2)")
+    calibrate.add_argument("--runs", metavar="RUN,RUN,…", type=lambda text: [r for r in text.split(",") if r],
+                           help="analyse these finished runs of the same settings (past nights, say) instead of "
+                                "running the sweep again")
     return parser
 
 
@@ -279,11 +282,11 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_calibrate(settings: Settings, args: argparse.Namespace) -> int:
     from daskweak.analysis.calibration import calibrate, summary_lines
 
-    if args.repeats < 2:
+    if args.repeats < 2 and not args.runs:
         raise ConfigError([Problem("--repeats", str(args.repeats), "at least 2 runs (run-to-run noise needs two)")])
     with interrupts_raise(), _RichProgress() as progress:
-        record = calibrate(settings, args.repeats, progress=progress)
-    table = Table(title=f"noise of {args.repeats} runs (log-scale sd ≈ CV) and minimal detectable slowdown")
+        record = calibrate(settings, args.repeats, progress=progress, runs=args.runs)
+    table = Table(title=f"noise of {record['repeats']} runs (log-scale sd ≈ CV) and minimal detectable slowdown")
     for column in ("suite", "operation", "cores", "median s", "within", "run-to-run", "MDS now", "MDS recommended"):
         table.add_column(column, justify="left" if column in ("suite", "operation") else "right")
 

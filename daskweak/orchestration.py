@@ -319,6 +319,7 @@ def suspects(env_file: str | None, overrides: dict[str, Any], run_id: str) -> li
     count with a suspected comparison ({"step", "only"}; none when REMEASURE_OBS is 0). A re-measure step
     gets a step number after the sweep's, so the sweep's rows stay as they were."""
     from daskweak.analysis.regression import check_run, remeasure_plan
+    from daskweak.schedule import stored_loops
     from daskweak.store import ResultStore
 
     settings = load_settings(env_file, **overrides)
@@ -326,27 +327,16 @@ def suspects(env_file: str | None, overrides: dict[str, Any], run_id: str) -> li
         return []
     with ResultStore.of(settings) as store:
         verdict = check_run(store, run_id, settings, save=False)
-        taken = store.steps(run_id)["step"]
-        swept = store.observations(run_id)
+        taken = store.steps(run_id)
     plan = remeasure_plan(verdict["comparisons"])
     steps = {step.cores: step for step in make_plan(settings)}
-    first = int(taken.max()) + 1 if len(taken) else len(steps)
+    first = int(taken["step"].max()) + 1 if len(taken) else len(steps)
     requests = []
     for number, (cores, only) in enumerate((c, o) for c, o in plan.items() if c in steps):
         step = steps[cores].as_dict() | {"index": first + number}
-        requests.append({"step": step, "only": only, "loops": sweep_loops(swept, cores)})
+        requests.append({"step": step, "only": only, "loops": stored_loops(taken, cores)})
         log.info("re-measuring %s at %d cores with %d observations each", only, cores, settings.remeasure_obs)
     return requests
-
-
-def sweep_loops(observations: Any, cores: int) -> dict[str, int]:
-    """{"suite.operation": loops} of the sweep's observations at `cores`: a re-measure loops each operation as
-    the sweep did (a looped operation's later runs find warm caches, so its time per run depends on them)."""
-    rows = observations[(observations["cores_requested"] == cores) & ~observations["warmup"].astype(bool)]
-    if "loops" not in rows or rows.empty:
-        return {}
-    counts = rows.groupby(["suite", "operation"])["loops"].max().dropna()
-    return {f"{suite}.{name}": int(n) for (suite, name), n in counts.items()}
 
 
 def notifier(env_file: str | None, overrides: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:

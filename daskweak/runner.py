@@ -241,7 +241,8 @@ def run_step(
                         observed(suite, observation, warmup_step(step))
                 # loops only when measuring to a precision: a fixed OBS_PER_ITER runs each operation once (the origin's)
                 shortest = minimum_duration(round_trip(deployment.client)) if settings.obs_per_iter is None else 0.0
-                schedule = Schedule.of(settings, shortest)
+                pinned_from, pinned = earlier_loops(store, run_id, step.cores) if shortest and not only else (None, {})
+                schedule = Schedule.of(settings, shortest, pinned=pinned)
                 # a re-measure loops each operation as its sweep did; a sweep as its schedule decides
                 loops_of = schedule.loops_of if not only else lambda name, op: (loops or {}).get(f"{name}.{op}", 1)
                 before = host_samples(deployment.client, step)
@@ -253,7 +254,8 @@ def run_step(
                         schedule.record(suite, observed(suite, observation, step, loops_of))
                 load = [hostload.compare(before[host], after)
                         for host, after in host_samples(deployment.client, step).items() if host in before]
-                record["details"] = (record["details"] or {}) | {"measuring": schedule.summary()} | (
+                record["details"] = (record["details"] or {}) | {
+                    "measuring": schedule.summary() | {"loops_from": pinned_from}} | (
                     {"remeasure": only} if only else {})
                 record["host_load"] = load
                 if busy := hostload.describe(load):
@@ -412,6 +414,26 @@ def _host_samples(client: Client) -> dict[str, dict[str, Any]]:
             samples[host] = client.run(hostload.sample, sorted(parents[host]), sorted(workers[host]),
                                        workers=[address])[address]
     return samples
+
+
+def earlier_loops(store: ResultStore, run_id: str, cores: int) -> tuple[str | None, dict[str, int]]:
+    """The loop counts of the latest earlier successful run comparable with `run_id` (its fingerprint and
+    hardware class, as a regression baseline) at `cores`, and that run's id: a fingerprint's loops are decided
+    once, by its first run on a hardware class, and kept. (None, {}) when there is none or the results
+    database cannot say (the step then decides its own)."""
+    from daskweak.analysis.regression import comparable_runs
+    from daskweak.schedule import stored_loops
+
+    try:
+        with store.patient(0.0):  # one attempt: an outage must not hold the step
+            earlier, _ = comparable_runs(store.runs(), run_id)
+            for candidate in reversed(list(earlier["run_id"])):
+                if loops := stored_loops(store.steps(candidate), cores):
+                    return candidate, loops
+    except Exception as exc:  # the database is away (the spool keeps the run): measure without the pin
+        log.warning("could not read earlier runs' loop counts (%s: %s); deciding them afresh",
+                    type(exc).__name__, exc)
+    return None, {}
 
 
 def lost_workers(deployment: Deployment) -> str | None:

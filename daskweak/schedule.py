@@ -10,6 +10,9 @@
 - **Loops.** An operation whose first observation took less than the step's minimum duration (a multiple of
   the deployment's measured round trip, `minimum_duration`) is repeated inside each later observation, as
   pyperf calibrates loops, so every observation lasts long enough to time well; sizes stay as configured.
+  A run with an earlier comparable run keeps that run's loop counts (`pinned`): a looped operation's later
+  runs find warm caches, so its time per run depends on the count, and a count decided afresh each night
+  from one noisy first observation would move the nightly series by itself.
 
 Pure: the runner feeds it observations and a clock, the tests feed it synthetic ones.
 """
@@ -47,15 +50,19 @@ class Schedule:
     durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     failed: set[tuple[str, str]] = field(default_factory=set)
     loops: dict[tuple[str, str], int] = field(default_factory=dict)
+    pinned: dict[tuple[str, str], int] = field(default_factory=dict)  # loops kept from an earlier run
     counts: dict[str, int] = field(default_factory=dict)
     rounds: int = 0
     started: float | None = None
 
     @classmethod
-    def of(cls, settings: Any, shortest: float = 0.0, clock: Callable[[], float] = time.monotonic) -> Schedule:
+    def of(cls, settings: Any, shortest: float = 0.0, clock: Callable[[], float] = time.monotonic,
+           pinned: Mapping[str, int] | None = None) -> Schedule:
+        looping = settings.obs_per_iter is None
         return cls(suites=list(settings.suites), fixed=settings.obs_per_iter, target=settings.target_precision / 100,
                    least=settings.min_obs, most=settings.max_obs, budget=settings.step_budget,
-                   shortest=shortest if settings.obs_per_iter is None else 0.0, clock=clock)
+                   shortest=shortest if looping else 0.0, clock=clock,
+                   pinned={tuple(key.split(".", 1)): n for key, n in (pinned or {}).items()} if looping else {})
 
     @property
     def planned(self) -> int:
@@ -96,7 +103,8 @@ class Schedule:
         return [suite for suite in order if suite in wanted]
 
     def loops_of(self, suite: str, operation: str) -> int:
-        return self.loops.get((suite, operation), 1)
+        key = (suite, operation)
+        return self.loops.get(key) or self.pinned.get(key, 1)
 
     def record(self, suite: str, rows: Iterable[Mapping[str, Any]]) -> None:
         """One measured observation of `suite`: its rows (operation, duration per loop, status)."""
@@ -108,7 +116,10 @@ class Schedule:
                 continue
             first = key not in self.durations
             self.durations.setdefault(key, []).append(float(row["duration"]))
-            if first and self.shortest and row["duration"] < self.shortest:  # decided once, by the first
+            if first and key in self.pinned:
+                if self.pinned[key] > 1:
+                    self.loops[key] = self.pinned[key]
+            elif first and self.shortest and row["duration"] < self.shortest:  # decided once, by the first
                 self.loops[key] = min(MOST_LOOPS, math.ceil(self.shortest / max(row["duration"], 1e-9)))
 
     def summary(self) -> dict[str, Any]:
@@ -118,6 +129,7 @@ class Schedule:
             "observations": dict(self.counts),
             "minimum_seconds": self.shortest or None,
             "loops": {f"{suite}.{operation}": n for (suite, operation), n in sorted(self.loops.items())},
+            "loops_pinned": bool(self.pinned),
             "precision": {f"{suite}.{operation}": _finite(precision(values))
                           for (suite, operation), values in sorted(self.durations.items())},
             "target": self.target if self.fixed is None else None,
@@ -127,3 +139,17 @@ class Schedule:
 
 def _finite(value: float) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
+
+
+def stored_loops(steps: Any, cores: int) -> dict[str, int]:
+    """{"suite.operation": loops} of every operation a run's sweep measured at `cores` (1: not looped), from its
+    steps' stored `details.measuring` (a re-measure step is not the sweep); empty when it measured to a
+    fixed count or stored no record of it."""
+    found: dict[str, int] = {}
+    for details in steps.loc[steps["cores_requested"] == cores, "details"]:
+        measuring = (details or {}).get("measuring") if isinstance(details, dict) else None
+        if not measuring or "remeasure" in details or measuring.get("target") is None:
+            continue
+        looped = measuring.get("loops") or {}
+        found |= {key: int(looped.get(key, 1)) for key in measuring.get("precision") or {}}
+    return found

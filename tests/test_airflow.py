@@ -259,6 +259,10 @@ def test_the_nightly_dag_measures_only_the_suspected_comparisons_again_before_it
     assert (counted == 8).all()
     sweep = rows[~rows["remeasured"].eq(True)]
     assert len(suspected) < sweep.groupby(["operation", "cores_requested"]).ngroups  # not the whole sweep again
+    # each operation looped as its sweep looped it (the loops the sweep's steps stored)
+    keys = ["suite", "operation", "cores_requested"]
+    swept_loops = sweep[~sweep["warmup"].astype(bool)].groupby(keys)["loops"].max()
+    assert again.groupby(keys)["loops"].max().to_dict() == {key: swept_loops[key] for key in counted.index}
     # the verdict is taken on the re-measure (whether it still finds the slowdown is the rule's statistics)
     [rechunk] = [c for c in verdict["comparisons"] if c["operation"] == "rechunk" and c["cores_requested"] == 2]
     assert rechunk["median"] == pytest.approx(again[(again["operation"] == "rechunk")

@@ -236,6 +236,37 @@ def test_calibrate_runs_the_sweep_apart_from_nightly_baselines_and_stores_its_fi
     assert record["settings"]["family"] == (9 + 1 + 4 + 1) * 3 + 1
 
 
+def test_calibrate_analyses_runs_already_measured_and_refuses_runs_of_other_settings(tmp_path, capsys):
+    """Past nights are calibration data a user already has: `--runs` analyses them without a new sweep, and
+    only runs of the settings given (their sizes and rule are what the analysis uses)."""
+    from daskweak.cli import main
+    from tests.conftest import SMALL
+
+    overrides = SMALL | {"res_dir": str(tmp_path / "results"), "max_n_cores": 1, "suites": "tasks"}
+    options = [item for key, value in overrides.items() for item in ("--set", f"{key.upper()}={value}")]
+    for _ in range(2):
+        assert main(["run", *options]) == 0
+    settings = load_settings(**overrides)
+    with ResultStore(settings.database_url) as store:
+        measured_runs = list(store.runs()["run_id"])
+    assert len(measured_runs) == 2
+    capsys.readouterr()
+
+    assert main(["calibrate", "--runs", f"{measured_runs[0]},nosuchrun", *options]) == 2
+    assert "--runs='nosuchrun'" in "".join(capsys.readouterr())
+    other = [*options, "--set", "PROBLEM_SIZE_TASKS=21"]
+    assert main(["calibrate", "--runs", ",".join(measured_runs), *other]) == 2
+    assert "fingerprint" in "".join(capsys.readouterr())
+
+    assert main(["calibrate", "--runs", ",".join(measured_runs), *options]) == 0
+    with ResultStore(settings.database_url) as store:
+        record = latest_calibration(store, settings.fingerprint())
+        assert list(store.runs()["run_id"]) == measured_runs  # nothing measured again
+    assert record is not None and record["runs"] == measured_runs and record["repeats"] == 2
+    noise = pd.DataFrame(record["noise"])
+    assert len(noise) == 4 and (noise["runs"] == 2).all() and (noise["run_to_run"] > 0).all()
+
+
 def test_with_one_observation_per_run_the_run_to_run_noise_is_all_the_noise():
     rows = synthetic(np.random.default_rng(2), runs=5, obs=1, within=0.05, between=0.05,
                      medians={("tasks", "independent", 1): 0.3})

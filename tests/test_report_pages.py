@@ -133,6 +133,30 @@ def test_accepted_changes_are_marked_on_the_trend(store, history):
     assert "dotted: accepted" in trend_page(store)
 
 
+def test_verdicts_on_an_operation_over_all_cores_and_on_the_night_effect_are_marked_on_the_trend():
+    """A pooled comparison (cores 0, "all") has no line of its own: its flag rings each core count's point of
+    that night; the night effect's flag is a vertical line on every operation's panel."""
+    import pandas as pd
+
+    nights = pd.date_range("2026-01-01", periods=6, freq="D")
+    trend = pd.DataFrame([("arrays", op, cores, night, 0.5, 0.4, 0.6) for op in ("sum", "rechunk")
+                          for cores in (1, 2) for night in nights],
+                         columns=["suite", "operation", "cores_requested", "started_at", "median", "band_low",
+                                  "band_high"])
+    flagged = pd.DataFrame([("arrays", "rechunk", 0, nights[4], "regression"),
+                            ("all", "night effect", 0, nights[2], "suspected")],
+                           columns=["suite", "operation", "cores_requested", "started_at", "kind"])
+    fig = plots.trend_figure(trend, "arrays", flagged)
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    rings = [c for c in panels["arrays.rechunk"].collections if c.get_label() == "regression (all cores)"]
+    assert len(rings) == 1 and len(rings[0].get_offsets()) == 2  # both core counts' points of night 5
+    assert not [c for c in panels["arrays.sum"].collections if "regression" in str(c.get_label())]
+    for ax in panels.values():  # the night effect: every panel, at night 3
+        [line] = [line for line in ax.lines if line.get_linestyle() == "-."]
+        assert pd.Timestamp(line.get_xdata()[0]) == nights[2]
+    plots.plt.close(fig)
+
+
 def test_compare_gives_a_ratio_ci_and_says_when_observations_are_too_few(store, history):
     first, last = history[1][0], history[1][-1]
     table = compare(store, [first, last])

@@ -94,3 +94,18 @@ def test_interleaved_rounds_spread_a_linear_drift_over_every_operation():
     interleaved, sequential = biases("rounds"), biases("suites")
     assert max(sequential) - min(sequential) > 0.12  # the defect: drift landed on the last suite
     assert max(interleaved) - min(interleaved) < 0.05  # bounded by the drift over one round
+
+
+def test_loops_kept_from_an_earlier_run_hold_from_the_first_observation():
+    """A pinned count wins over what this step's first observation would decide (either way), from the first
+    observation on; an operation the earlier run did not know is decided afresh."""
+    clock = Clock()
+    settings = load_settings(suites="arrays", obs_per_iter=None, min_obs=3, max_obs=3)
+    schedule = Schedule.of(settings, shortest=0.2, clock=clock, pinned={"arrays.a1": 4, "arrays.a2": 1})
+    assert [schedule.loops_of("arrays", op) for op in ("a1", "a2", "a3")] == [4, 1, 1]
+    run(schedule, clock, np.random.default_rng(1))
+    # a1 (0.30 s) would not loop and a2 (0.10 s) would loop twice; a3 (0.50 s), unpinned, stays once
+    assert schedule.loops == {("arrays", "a1"): 4} and schedule.loops_of("arrays", "a2") == 1
+    assert schedule.summary()["loops_pinned"]
+    fixed = Schedule.of(load_settings(suites="arrays", obs_per_iter=3), shortest=0.2, pinned={"arrays.a1": 4})
+    assert fixed.loops_of("arrays", "a1") == 1  # a fixed count never loops

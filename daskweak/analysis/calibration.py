@@ -44,6 +44,7 @@ from scipy.stats import chi2
 from daskweak.analysis.intervals import median_variance
 from daskweak.analysis.regression import MIN_SHARED, Thresholds, night_effect, thresholds_of
 from daskweak.analysis.stats import KEYS, measured
+from daskweak.errors import ConfigError, Problem
 
 if TYPE_CHECKING:
     from daskweak.runner import Progress
@@ -265,23 +266,30 @@ def _mds(row: Any, obs: int, rule: Thresholds, family: int, seed: int, scale: fl
     return minimal_detectable_slowdown(scale * row.within, scale * row.between, obs, rule, family, seed=seed)
 
 
-def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the sweep `repeats` times as calibration runs, analyse them, store and return the result."""
+def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None = None,
+              runs: list[str] | None = None) -> dict[str, Any]:
+    """Run the sweep `repeats` times as calibration runs (or analyse `runs` already measured with these
+    settings, such as past nights), analyse them, store and return the result."""
     from daskweak.runner import new_run_id, run_sweep
     from daskweak.store import ResultStore
 
     rule, family = thresholds_of(settings), family_size(settings)
-    run_ids = []
-    for _ in range(repeats):
-        result = run_sweep(settings, run_id=f"{PURPOSE}-{new_run_id()}", progress=progress, purpose=PURPOSE)
-        run_ids.append(result.run_id)
+    if runs:
+        with ResultStore.of(settings) as store:
+            check_measured(store.runs(), runs, settings.fingerprint())
+        run_ids = list(runs)
+    else:
+        run_ids = []
+        for _ in range(repeats):
+            result = run_sweep(settings, run_id=f"{PURPOSE}-{new_run_id()}", progress=progress, purpose=PURPOSE)
+            run_ids.append(result.run_id)
     with ResultStore.of(settings) as store:
         observations = store.observations_of(run_ids)
         # the fingerprint as the runs recorded it, so a report finds the calibration of its own runs
         recorded = store.runs().set_index("run_id").loc[run_ids[0], "fingerprint"]
         record = {
             "id": f"{PURPOSE}-{uuid.uuid4().hex[:12]}", "created_at": datetime.now(UTC),
-            "fingerprint": str(recorded).removesuffix(f"-{PURPOSE}"), "repeats": repeats, "runs": run_ids,
+            "fingerprint": str(recorded).removesuffix(f"-{PURPOSE}"), "repeats": len(run_ids), "runs": run_ids,
             "settings": {"obs_per_iter": settings.obs_per_iter, "target_precision": settings.target_precision,
                          "warmup": settings.warmup,
                          **{name: getattr(settings, name) for name in SIZE_SETTINGS.values()},
@@ -290,6 +298,27 @@ def calibrate(settings: Settings, repeats: int = 5, *, progress: Progress | None
         }
         store.save_calibration(record)
     return record
+
+
+def check_measured(table: pd.DataFrame, run_ids: list[str], fingerprint: str) -> None:
+    """Runs to calibrate from must exist, have finished, and have been measured with the settings given (the
+    analysis reads its sizes and rule from them): else a clear error before anything is analysed."""
+    problems = []
+    known = table.set_index("run_id") if not table.empty else table
+    if len(set(run_ids)) < 2:
+        problems.append(Problem("--runs", ",".join(run_ids), "at least two different runs"))
+    for run_id in run_ids:
+        if run_id not in known.index:
+            problems.append(Problem("--runs", run_id, "a run id from `daskweak results` (this one is not stored)"))
+            continue
+        run = known.loc[run_id]
+        if run["status"] not in ("ok", "partial"):
+            problems.append(Problem("--runs", run_id, f"a finished run (this one is {run['status']})"))
+        if str(run["fingerprint"]).removesuffix(f"-{PURPOSE}") != fingerprint:
+            problems.append(Problem("--runs", run_id, "a run measured with these settings (its fingerprint "
+                                    f"{run['fingerprint']} is not theirs, {fingerprint}: pass its .env or --set)"))
+    if problems:
+        raise ConfigError(problems)
 
 
 def latest_calibration(store: ResultStore, fingerprint: str) -> dict[str, Any] | None:

@@ -43,8 +43,11 @@ def change_points(values: np.ndarray, penalty: float = PENALTY) -> list[int]:
 
 def trend_change_points(trend: pd.DataFrame, penalty: float = PENALTY) -> pd.DataFrame:
     """Per series of `trend` (suite, operation, cores_requested, started_at, median), each change point: the
-    first night of the new level and the shift of the level's median against the one before, in %."""
-    columns = ["suite", "operation", "cores_requested", "started_at", "shift_pct"]
+    first night of the new level, the shift of the level's median against the one before, in %, and its 95 %
+    interval (the distribution-free one of a ratio of medians: NaN when a level has too few nights for one)."""
+    from daskweak.analysis.intervals import ratio_interval
+
+    columns = ["suite", "operation", "cores_requested", "started_at", "shift_pct", "shift_low", "shift_high"]
     found = []
     for (suite, operation, cores), rows in trend.dropna(subset=["median"]).groupby(
             ["suite", "operation", "cores_requested"], sort=True):
@@ -53,5 +56,7 @@ def trend_change_points(trend: pd.DataFrame, penalty: float = PENALTY) -> pd.Dat
         bounds = [0, *change_points(logs, penalty), len(logs)]
         for before, start, end in zip(bounds, bounds[1:], bounds[2:], strict=False):
             shift = np.expm1(np.median(logs[start:end]) - np.median(logs[before:start])) * 100
-            found.append((suite, operation, cores, rows["started_at"].iloc[start], float(shift)))
+            low, high = ratio_interval(np.exp(logs[start:end]), np.exp(logs[before:start]))
+            found.append((suite, operation, cores, rows["started_at"].iloc[start], float(shift),
+                          (low - 1) * 100, (high - 1) * 100))
     return pd.DataFrame(found, columns=columns)

@@ -165,8 +165,9 @@ def ready_figure(steps: pd.DataFrame) -> plt.Figure:
 def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame,
                  changes: pd.DataFrame | None = None) -> plt.Figure:
     """Per operation of `suite`: the nightly median time (one line per core count) over the baseline band,
-    regressions and suspects marked (red, orange), accepted changes as green dotted vertical lines, change
-    points the baseline restarted at as violet dashed ones.
+    regressions and suspects marked (red, orange; a ring where the operation pooled over its core counts was
+    flagged, a dash-dotted vertical line where the night effect was), accepted changes as green dotted
+    vertical lines, change points the baseline restarted at as violet dashed ones.
 
     `trend`: suite, operation, cores_requested, started_at, median, band_low, band_high.
     `marks`: suite, operation, cores_requested (or NaN: all), started_at, kind (regression, suspected,
@@ -182,6 +183,9 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame,
     days = pd.to_datetime(table["started_at"])
     ticks = pd.date_range(days.min(), days.max(), periods=4) if len(days) else []
     mine = marks[marks["suite"].isna() | (marks["suite"] == suite)] if not marks.empty else marks
+    # the night effect's verdicts concern every operation of the night: a vertical line on every panel
+    nightly = marks[(marks["suite"] == "all") & (marks["operation"] == "night effect")] if not marks.empty \
+        else marks
     for ax, (operation, rows) in zip(axes, table.groupby("operation", sort=True), strict=True):
         for n, line in rows.groupby("cores_requested", sort=True):
             colour = colours[int(n)]
@@ -196,17 +200,30 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame,
                 if not points.empty:
                     ax.scatter(points["started_at"], points["median"], color=colour, marker=marker, s=22, zorder=3,
                                label=kind)
+                # the operation pooled over its core counts (cores 0, "all"): a ring on each core count's point
+                pooled = here[(here["kind"] == kind) & (here["cores_requested"] == 0)].drop(
+                    columns="cores_requested").merge(rows[["started_at", "median"]], on="started_at")
+                if not pooled.empty:
+                    ax.scatter(pooled["started_at"], pooled["median"], facecolors="none", edgecolors=colour,
+                               marker="o", s=60, linewidths=1.2, zorder=3, label=f"{kind} (all cores)")
             for when in here.loc[here["kind"] == "accepted", "started_at"].unique():
                 ax.axvline(when, color="#047857", linewidth=1, linestyle=":")
             for when in here.loc[here["kind"] == "restarted", "started_at"].unique():
                 ax.axvline(when, color="#6d28d9", linewidth=1, linestyle="--")
+        for kind, colour in (("regression", "#b91c1c"), ("suspected", "#d97706")):
+            for when in nightly.loc[nightly["kind"] == kind, "started_at"].unique() if not nightly.empty else []:
+                ax.axvline(when, color=colour, linewidth=1, linestyle="-.", alpha=0.7)
         if changes is not None and not changes.empty:
             steps = changes[(changes["suite"] == suite) & (changes["operation"] == operation)].merge(
                 rows[["cores_requested", "started_at", "median"]], on=["cores_requested", "started_at"])
             for point in steps.itertuples():
                 ax.scatter([point.started_at], [point.median], color=colours[int(point.cores_requested)],
                            marker="D", s=26, zorder=4, edgecolors="black", linewidths=0.5)
-                ax.annotate(f"{point.shift_pct:+.0f} %", (point.started_at, point.median), fontsize=6,
+                low, high = getattr(point, "shift_low", np.nan), getattr(point, "shift_high", np.nan)
+                # a shift whose interval includes 0 (or that has none yet) is marked as noise, not a step
+                sure = np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0)
+                label = f"{point.shift_pct:+.0f} % " + (f"[{low:+.0f}, {high:+.0f}]" if np.isfinite(low) else "±?")
+                ax.annotate(label if sure else f"{label} noisy", (point.started_at, point.median), fontsize=6,
                             textcoords="offset points", xytext=(3, 4))
         ax.set_title(f"{suite}.{operation}", fontsize=9)
         ax.set_ylabel("median s", fontsize=8)

@@ -45,7 +45,7 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from daskweak import hostload
-from daskweak.analysis.intervals import median_variance, precision
+from daskweak.analysis.intervals import median_interval, median_variance, precision
 from daskweak.analysis.stats import KEYS, measured
 from daskweak.errors import UnknownRun
 from daskweak.settings import Settings
@@ -137,6 +137,23 @@ def derive(values: np.ndarray, shared: np.ndarray, groups: list[list[int]]) -> t
     pooled = [adjusted[..., group].mean(axis=-1) for group in groups]
     extra = [*pooled, effect] if int(np.sum(shared)) >= MIN_SHARED else pooled
     return np.concatenate([adjusted, np.stack(extra, axis=-1)], axis=-1) if extra else adjusted, effect
+
+
+def derived_precision(precision: np.ndarray, shared: np.ndarray, groups: list[list[int]],
+                      distances: np.ndarray | None = None) -> np.ndarray:
+    """Tonight's precision (95 % half-width / value) of each derived comparison. A pooled comparison's comes
+    from its columns' [F] as `derive` combines them: a relative half-width is about 1.96 standard errors of a
+    log, so a mean of k columns has √Σp²/k. The night effect is the median of tonight's `distances` [F] (log,
+    each column from its usual level), so its interval is that median's distribution-free one: valid however
+    unequal the columns' noise, as long as each is symmetric about the shared effect."""
+    precision = np.asarray(precision, dtype=float)
+    shared = np.asarray(shared, dtype=bool)
+    pooled = [float(np.sqrt(np.sum(precision[group] ** 2)) / len(group)) for group in groups]
+    if int(shared.sum()) < MIN_SHARED:
+        return np.array(pooled)
+    low, high = median_interval(np.asarray(distances, dtype=float)[shared]) if distances is not None \
+        else (np.nan, np.nan)
+    return np.array([*pooled, float(np.expm1((high - low) / 2))])
 
 
 def adjusted(p: np.ndarray, method: str) -> np.ndarray:
@@ -459,8 +476,11 @@ def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_ve
     table["median"] = np.exp(np.r_[raw[-1], series[-1, len(measured_keys):]])
     if "precision" in values:  # how precise tonight's median is, stored and shown beside it
         reached = values[values["run_id"] == run_id].set_index(COMPARISON)["precision"]
-        table["precision"] = np.r_[reached.reindex(current.index).to_numpy(dtype=float),
-                                   np.full(len(keys) - len(measured_keys), np.nan)]
+        tonight = reached.reindex(current.index).to_numpy(dtype=float)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no earlier night
+            distances = raw[-1] - np.nanmedian(raw, axis=0)
+        table["precision"] = np.r_[tonight, derived_precision(tonight, shared, groups, distances)]
     table["baseline_median"] = np.exp(result["baseline_mean"] + offset)
     table["baseline_low"] = np.exp(result["band_low"] + offset)
     table["baseline_high"] = np.exp(result["band_high"] + offset)
@@ -560,7 +580,10 @@ def _night_text(table: pd.DataFrame) -> str:
     effect = table.attrs.get("night_effect_pct")
     if effect is None or not np.isfinite(effect):
         return ""
-    return f"; times are judged net of the night's shared effect ({effect:+.1f} % on every operation)"
+    night = table[(table["suite"] == NIGHT[0]) & (table["operation"] == NIGHT[1])]
+    reach = float(night["precision"].iloc[0]) if "precision" in night and len(night) else np.nan
+    spread = f" ±{reach:.0%}" if np.isfinite(reach) else (" ±?" if reach == np.inf else "")
+    return f"; times are judged net of the night's shared effect ({effect:+.1f} %{spread} on every operation)"
 
 
 def markdown(run_id: str, table: pd.DataFrame, baseline: list[str], reason: str | None = None,

@@ -120,7 +120,9 @@ def trend_page(store: ResultStore, fingerprint: str | None = None, nights: int =
     body = (f"<p><a href='{escape(home)}'>All runs</a></p><p>{len(chosen)} run(s) with fingerprint "
             f"<code>{escape(fingerprint)}</code> from {first:%Y-%m-%d} to {last:%Y-%m-%d}: per operation, each "
             f"run's median time, one line per core count; the band is the 95 % prediction interval of the "
-            f"baseline each run's verdict was judged against; ◆ marks a change point of the series' whole history "
-            f"(the first night of a new level, with its shift).</p><p>Fingerprints: {choices}</p>"
+            f"baseline each run's verdict was judged against; a ring marks a flag of the operation over all its core "
+            f"counts, a dash-dotted line one of the night effect (every operation at once); ◆ marks a change point "
+            f"of the series' whole history (the first night of a new level, with its shift and that shift's 95 % "
+            f"interval, \"noisy\" when the interval holds no change).</p><p>Fingerprints: {choices}</p>"
             + "".join(f"<h2>{escape(suite)}</h2><figure>{svg}</figure>" for suite, svg in figures.items()))
     return page(f"Trends of {fingerprint}", body)
