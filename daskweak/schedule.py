@@ -42,9 +42,9 @@ class Schedule:
     suites: list[str]
     fixed: int | None  # OBS_PER_ITER
     target: float = 0.05  # TARGET_PRECISION as a fraction
-    least: int = 7  # MIN_OBS
+    least: int = 9  # MIN_OBS
     most: int = 25  # MAX_OBS
-    budget: float = 100.0  # STEP_BUDGET, seconds
+    budget: float = 120.0  # STEP_BUDGET, seconds
     shortest: float = 0.0  # the step's minimum duration (0: never loop)
     clock: Callable[[], float] = time.monotonic
     durations: dict[tuple[str, str], list[float]] = field(default_factory=dict)

@@ -112,15 +112,15 @@ class Settings(BaseSettings):
         "Observe each operation until the 95 % interval of its median is within ± this % of it.", gt=0,
     )
     min_obs: int = _setting(
-        7, "an integer ≥ 1", "Fewest measured observations per operation and step when OBS_PER_ITER is empty "
-        "(7: the fewest that bound an efficiency, a ratio of two medians, at 95 %).", ge=1,
+        9, "an integer ≥ 1", "Fewest measured observations per operation and step when OBS_PER_ITER is empty "
+        "(9: the fewest whose median's 95 % interval leaves out the smallest and largest observation).", ge=1,
     )
     max_obs: int = _setting(
         25, "an integer ≥ MIN_OBS", "Most measured observations per operation and step when OBS_PER_ITER is empty.",
         ge=1,
     )
     step_budget: float = _setting(
-        100.0, "seconds > 0", "Measuring time per step when OBS_PER_ITER is empty: past it no new observation "
+        120.0, "seconds > 0", "Measuring time per step when OBS_PER_ITER is empty: past it no new observation "
         "starts once MIN_OBS are in (cluster start and warm-ups not counted).", gt=0,
     )
     mem_per_node: str | None = _setting(
@@ -159,10 +159,10 @@ class Settings(BaseSettings):
         1.0, "a number of seconds > 0", "How often a backend polls its API (Slurm's squeue, Kubernetes).", gt=0
     )
     problem_size_array: int = _setting(
-        7500, "an integer ≥ 16", "Side of the 1-core array; weak scaling grows it by √cores.", ge=16
+        6000, "an integer ≥ 16", "Side of the 1-core array; weak scaling grows it by √cores.", ge=16
     )
     problem_size_dataframes: int = _setting(
-        6_000_000, "an integer ≥ 1000", "Rows of the 1-core dataframe; weak scaling grows it by cores.", ge=1000
+        2_000_000, "an integer ≥ 1000", "Rows of the 1-core dataframe; weak scaling grows it by cores.", ge=1000
     )
 
     # --- daskweak's additions ---
