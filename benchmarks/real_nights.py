@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/real_nights.py DIR nights N [--change none|p2p|quota] [--set KEY=VALUE ...]
     .venv/bin/python benchmarks/real_nights.py DIR effect CHANGE [--obs 25]
     .venv/bin/python benchmarks/real_nights.py DIR summary
+    touch DIR/stop    # the running `nights` ends after the night under way
 
 DIR holds one sequence: a private Airflow home, a SQLite results database, the settings (`nightly.env`:
 MAX_N_CORES=2 and the shipped defaults unless `--set` on the first call) and `nights.jsonl`, one line per
@@ -116,7 +117,11 @@ class Sequence:
                        capture_output=True)
         done = self.nights()
         for index in range(len(done), len(done) + count):
-            night = FIRST_NIGHT + timedelta(days=index)
+            if (self.base / "stop").exists():  # `touch DIR/stop`: end after the night under way
+                (self.base / "stop").unlink()
+                print("stopped: resume with the same command", flush=True)
+                return
+            night = self.next_date(FIRST_NIGHT + timedelta(days=index))
             with applied(change, quota) as (prefix, extra):
                 start = time.perf_counter()
                 result = subprocess.run([*prefix, str(ROOT / "bin" / "airflow"), "dags", "test", DAG,
@@ -134,6 +139,13 @@ class Sequence:
             with self.log.open("a") as log:
                 log.write(json.dumps(entry) + "\n")
             show(entry, self.verdict(entry), self.notified(entry))
+
+    def next_date(self, wanted: date) -> date:
+        """`wanted`, or the day after the latest logical date the Airflow home ran (a night killed half-way
+        leaves its DAG run, and a second run of one date would not be a new night)."""
+        with sqlite3.connect(self.base / "airflow" / "airflow.db") as db:
+            [(latest,)] = db.execute("select max(logical_date) from dag_run where dag_id = ?", (DAG,)).fetchall()
+        return max(wanted, date.fromisoformat(latest[:10]) + timedelta(days=1)) if latest else wanted
 
     def verdict(self, entry: dict[str, object]) -> dict[str, object] | None:
         with ResultStore(self.settings.database_url) as store:
