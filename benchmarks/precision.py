@@ -1,6 +1,6 @@
 """How precise a default run is, how long it takes, and whether two identical runs agree.
 
-    .venv/bin/python benchmarks/precision.py [--runs 2] [--set KEY=VALUE ...]
+    .venv/bin/python benchmarks/precision.py [--runs 2] [--set KEY=VALUE ...] [--keep DIR]
 
 Runs the default sweep (local backend, shipped settings; `--set` overrides) `--runs` times back to back, each
 in the same results database, and prints:
@@ -11,12 +11,15 @@ in the same results database, and prints:
 - for every pair of runs: how many efficiencies (n > 1 cores) of one fall outside the other's 95 % interval,
   out of how many (the issue's target: at most 5 %), and how many values each run marked noisy.
 
-Run it on a quiet machine: what it measures is the machine's noise as much as daskweak's.
+Run it on a quiet machine: what it measures is the machine's noise as much as daskweak's. `--keep DIR` keeps
+the results database (DIR/results/daskweak.sqlite), e.g. for `daskweak calibrate --runs` or
+`benchmarks/regression_calibration.py --results`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import tempfile
 import time
@@ -78,10 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--keep", type=Path, help="a directory to keep the results database in")
     args = parser.parse_args()
-    overrides = dict(item.split("=", 1) for item in args.set)
-    with tempfile.TemporaryDirectory(prefix="daskweak-precision-") as base:
-        found = measure(args.runs, {key.lower(): value for key, value in overrides.items()}, Path(base))
+    overrides = {key.lower(): value for key, value in (item.split("=", 1) for item in args.set)}
+    with contextlib.ExitStack() as stack:
+        base = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="daskweak-precision-")))
+        found = measure(args.runs, overrides, base)
     for run_id, wall, table in found:
         show(run_id, wall, table)
     print()
