@@ -74,9 +74,10 @@ class AirflowHome:
             shutil.copy(template / name, self.home / name)
 
     def run(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([AIRFLOW, *args], env=self.env | (env or {}), capture_output=True, text=True,
-                                timeout=timeout)
+            check: bool = False, prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """`airflow ARGS`, run through `prefix` (a command that runs its arguments, e.g. in a CPU limit)."""
+        result = subprocess.run([*(prefix or []), AIRFLOW, *args], env=self.env | (env or {}), capture_output=True,
+                                text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -356,3 +357,34 @@ def slurm_multinode():
         need(str(error))
     yield cluster
     assert cluster.jobs() == [], "a test left jobs on the multi-node Slurm"
+
+
+class CpuQuota:
+    """A real CPU limit: a cgroup whose CPU quota is `share` CPUs (cgroup v1 `cpu.cfs_quota_us`, or v2
+    `cpu.max`); `prefix` runs a command inside it, with everything it starts. Neither hierarchy: an error,
+    never a skip."""
+
+    def __init__(self, share: float):
+        self.share = share
+        name = f"daskweak-test-{os.getpid()}-{time.monotonic_ns()}"
+        v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+        if (v1 / "cpu.cfs_quota_us").exists():
+            self.group = v1 / name
+            self.group.mkdir()
+            period = int((self.group / "cpu.cfs_period_us").read_text())
+            (self.group / "cpu.cfs_quota_us").write_text(str(int(share * period)))
+        elif (v2 / "cgroup.controllers").exists() and "cpu" in (v2 / "cgroup.controllers").read_text().split():
+            (v2 / "cgroup.subtree_control").write_text("+cpu")
+            self.group = v2 / name
+            self.group.mkdir()
+            (self.group / "cpu.max").write_text(f"{int(share * 100_000)} 100000")
+        else:
+            raise RuntimeError("no cgroup CPU controller at /sys/fs/cgroup/cpu (v1) or /sys/fs/cgroup (v2)")
+        self.prefix = ["sh", "-c", f'echo $$ > {self.group}/cgroup.procs && exec "$@"', "sh"]
+
+    def close(self) -> None:
+        for pid in (self.group / "cgroup.procs").read_text().split():  # leftovers of what ran inside
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), 9)
+        assert wait_until(lambda: not (self.group / "cgroup.procs").read_text().split(), 30, 0.1)
+        self.group.rmdir()

@@ -47,7 +47,8 @@ def test_a_quiet_step_stops_at_the_minimum_and_a_noisy_operation_is_observed_up_
     clock = Clock()
     schedule = adaptive(clock, step_budget=1e6)
     run(schedule, clock, np.random.default_rng(1), noise={"tasks.t2": 0.5})
-    assert schedule.counts == {"arrays": 7, "dataframes": 7, "tasks": 25}
+    least, most = schedule.least, schedule.most  # MIN_OBS and MAX_OBS as shipped
+    assert schedule.counts == {"arrays": least, "dataframes": least, "tasks": most}
     summary = schedule.summary()
     assert summary["precision"]["arrays.a1"] <= 0.05 and summary["precision"]["tasks.t2"] > 0.05
     assert not summary["budget_spent"] and summary["target"] == 0.05
@@ -57,7 +58,8 @@ def test_past_the_budget_no_round_starts_once_the_minimum_is_in():
     clock = Clock()
     schedule = adaptive(clock, step_budget=5.0)
     run(schedule, clock, np.random.default_rng(2), noise={"tasks.t2": 0.5})
-    assert schedule.counts == {"arrays": 7, "dataframes": 7, "tasks": 7}  # 7 rounds took longer than 5 s
+    least = schedule.least  # MIN_OBS rounds take longer than 5 s
+    assert least > 1 and schedule.counts == {"arrays": least, "dataframes": least, "tasks": least}
     assert schedule.summary()["budget_spent"]
 
 
