@@ -219,7 +219,7 @@ def trend_figure(trend: pd.DataFrame, suite: str, marks: pd.DataFrame,
             for point in steps.itertuples():
                 ax.scatter([point.started_at], [point.median], color=colours[int(point.cores_requested)],
                            marker="D", s=26, zorder=4, edgecolors="black", linewidths=0.5)
-                low, high = getattr(point, "shift_low", np.nan), getattr(point, "shift_high", np.nan)
+                low, high = point.shift_low, point.shift_high
                 # a shift whose interval includes 0 (or that has none yet) is marked as noise, not a step
                 sure = np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0)
                 label = f"{point.shift_pct:+.0f} % " + (f"[{low:+.0f}, {high:+.0f}]" if np.isfinite(low) else "±?")

@@ -120,11 +120,18 @@ def night_effect(values: np.ndarray, shared: np.ndarray) -> np.ndarray:
     shifts it. Zero when fewer than MIN_SHARED columns share it."""
     if int(np.sum(shared)) < MIN_SHARED:
         return np.zeros(values.shape[:-1])
-    columns = values[..., np.asarray(shared, dtype=bool)]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column or a night with no values at all
-        effect = np.nanmedian(columns - np.nanmedian(columns, axis=-2, keepdims=True), axis=-1)
+        warnings.simplefilter("ignore", RuntimeWarning)  # a night with no values at all
+        effect = np.nanmedian(distances(values[..., np.asarray(shared, dtype=bool)]), axis=-1)
     return np.where(np.isnan(effect), 0.0, effect)
+
+
+def distances(values: np.ndarray) -> np.ndarray:
+    """Each value's distance [..., R, F] from its column's median night (log): what the night effect is the
+    median of."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no values at all
+        return values - np.nanmedian(values, axis=-2, keepdims=True)
 
 
 def derive(values: np.ndarray, shared: np.ndarray, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,19 +147,18 @@ def derive(values: np.ndarray, shared: np.ndarray, groups: list[list[int]]) -> t
 
 
 def derived_precision(precision: np.ndarray, shared: np.ndarray, groups: list[list[int]],
-                      distances: np.ndarray | None = None) -> np.ndarray:
+                      tonight: np.ndarray) -> np.ndarray:
     """Tonight's precision (95 % half-width / value) of each derived comparison. A pooled comparison's comes
     from its columns' [F] as `derive` combines them: a relative half-width is about 1.96 standard errors of a
-    log, so a mean of k columns has √Σp²/k. The night effect is the median of tonight's `distances` [F] (log,
-    each column from its usual level), so its interval is that median's distribution-free one: valid however
+    log, so a mean of k columns has √Σp²/k. The night effect is the median of tonight's distances `tonight`
+    [F] (log, each column from its usual level), so its interval is that median's distribution-free one: valid however
     unequal the columns' noise, as long as each is symmetric about the shared effect."""
     precision = np.asarray(precision, dtype=float)
     shared = np.asarray(shared, dtype=bool)
     pooled = [float(np.sqrt(np.sum(precision[group] ** 2)) / len(group)) for group in groups]
     if int(shared.sum()) < MIN_SHARED:
         return np.array(pooled)
-    low, high = median_interval(np.asarray(distances, dtype=float)[shared]) if distances is not None \
-        else (np.nan, np.nan)
+    low, high = median_interval(np.asarray(tonight, dtype=float)[shared])
     return np.array([*pooled, float(np.expm1((high - low) / 2))])
 
 
@@ -477,10 +483,7 @@ def compare_history(values: pd.DataFrame, order: list[str], run_id: str, past_ve
     if "precision" in values:  # how precise tonight's median is, stored and shown beside it
         reached = values[values["run_id"] == run_id].set_index(COMPARISON)["precision"]
         tonight = reached.reindex(current.index).to_numpy(dtype=float)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no earlier night
-            distances = raw[-1] - np.nanmedian(raw, axis=0)
-        table["precision"] = np.r_[tonight, derived_precision(tonight, shared, groups, distances)]
+        table["precision"] = np.r_[tonight, derived_precision(tonight, shared, groups, distances(raw)[-1])]
     table["baseline_median"] = np.exp(result["baseline_mean"] + offset)
     table["baseline_low"] = np.exp(result["band_low"] + offset)
     table["baseline_high"] = np.exp(result["band_high"] + offset)
